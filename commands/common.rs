@@ -1,0 +1,143 @@
+//! What every subcommand shares: connection flags, the outcome and exit
+//! status, messages on stderr, and whether to use colour.
+
+use std::io::{self, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use dupcheck::connect::{Jobs, Target};
+use dupcheck::{Error, ErrorKind};
+
+/// Prints a message for a person on stderr, behind the tool's name.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {
+        eprintln!("dupcheck: {}", format_args!($($arg)*))
+    };
+}
+
+/// Where the jobs are: a server (the default) or a dump file.
+#[derive(Args, Debug, Clone)]
+pub struct Source {
+    /// Read jobs from a dump file instead of a server: mongoexport JSON
+    /// lines or array (canonical or relaxed Extended JSON), or a
+    /// mongodump .bson file
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub server: Server,
+}
+
+/// How to reach the server.
+#[derive(Args, Debug, Clone)]
+pub struct Server {
+    /// MongoDB connection string; TLS, credentials and read preference go
+    /// here as in every MongoDB tool. The password is never printed
+    #[arg(
+        long,
+        env = "MONGODB_URI",
+        default_value = "mongodb://localhost:27017",
+        hide_env_values = true
+    )]
+    pub uri: String,
+
+    /// Database holding the jobs
+    #[arg(long, default_value = "gvpocr")]
+    pub db: String,
+
+    /// Collection holding one document per job
+    #[arg(long, default_value = "bulk_jobs")]
+    pub collection: String,
+
+    /// Seconds to wait for the server before giving up
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS",
+          value_parser = positive_seconds)]
+    pub timeout: f64,
+}
+
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x > 0.0 && x.is_finite() && x <= 3600.0 => Ok(x),
+        _ => Err(format!(
+            "{s:?} is not a number of seconds between 0 and 3600"
+        )),
+    }
+}
+
+impl Server {
+    pub fn target(&self) -> Target {
+        Target {
+            uri: self.uri.clone(),
+            db: self.db.clone(),
+            collection: self.collection.clone(),
+            timeout: Duration::from_secs_f64(self.timeout),
+        }
+    }
+
+    pub async fn connect(&self) -> dupcheck::Result<Jobs> {
+        Jobs::connect(&self.target()).await
+    }
+}
+
+/// How a subcommand ended, before it becomes an exit status.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Ran; nothing wrong found.
+    Clean,
+    /// Ran; found something (or left something undone).
+    Found,
+    /// Could not do what was asked.
+    Failed(Error),
+    /// Could not do all of it; what failed was already reported.
+    Incomplete,
+}
+
+impl From<dupcheck::Result<Outcome>> for Outcome {
+    fn from(r: dupcheck::Result<Outcome>) -> Outcome {
+        r.unwrap_or_else(Outcome::Failed)
+    }
+}
+
+/// Maps an outcome to the documented exit status, printing a failure.
+pub fn finish(outcome: Outcome) -> ExitCode {
+    match outcome {
+        Outcome::Clean => ExitCode::from(0),
+        Outcome::Found => ExitCode::from(1),
+        Outcome::Incomplete => ExitCode::from(2),
+        Outcome::Failed(e) if e.kind == ErrorKind::Io && e.message.contains("Broken pipe") => {
+            // The reader went away (`| head`): not our failure.
+            ExitCode::from(0)
+        }
+        Outcome::Failed(e) => {
+            say!("{}", e.message);
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// A runtime for the async driver; one thread is plenty for a CLI.
+pub fn runtime() -> dupcheck::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("cannot start the async runtime", e))
+}
+
+/// Whether to colour what goes to stdout: only on a terminal, never with
+/// `NO_COLOR` set to anything non-empty.
+pub fn colour() -> bool {
+    io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// Turns a write error on stdout into ours.
+pub fn out_err(e: io::Error) -> Error {
+    Error::io("cannot write output", e)
+}
+
+/// Flushes stdout, reporting a closed pipe as such.
+pub fn flush(out: &mut impl Write) -> dupcheck::Result<()> {
+    out.flush().map_err(out_err)
+}

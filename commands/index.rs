@@ -1,0 +1,13 @@
+//! `dupcheck index`: not built yet.
+
+use clap::Args as ClapArgs;
+
+use crate::common::Outcome;
+
+/// Not built yet
+#[derive(ClapArgs, Debug)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> Outcome {
+    Outcome::Failed(dupcheck::Error::usage("dupcheck index is not built yet"))
+}

@@ -1,0 +1,57 @@
+//! The `dupcheck` command: flags in, library calls, rendering out.
+//!
+//! Each subcommand lives in its own file with one `run` entry. Everything
+//! a person reads goes through [`common`]: results on stdout, messages on
+//! stderr behind a `dupcheck:` prefix, so `--format json` and CSV stay
+//! clean for scripts.
+
+mod common;
+mod export;
+mod index;
+mod repair;
+mod restore;
+mod scan;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub(crate) const EXIT_STATUS_SCAN: &str = EXIT_STATUS;
+
+const EXIT_STATUS: &str = "\
+Exit status:
+  0  ran, and found nothing wrong
+  1  ran, and found something (findings, or jobs left unrepaired)
+  2  could not do what was asked: bad flags, unreachable server, refused
+     credentials, unreadable input; anything else printed says how far
+     it got";
+
+/// Find, watch, repair and prevent duplicate processing in the bulk job
+/// records an OCR pipeline keeps in MongoDB.
+#[derive(Parser)]
+#[command(name = "dupcheck", version, after_help = EXIT_STATUS)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Scan(scan::Args),
+    Repair(repair::Args),
+    Restore(restore::Args),
+    Export(export::Args),
+    Index(index::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Scan(args) => scan::run(args),
+        Command::Repair(args) => repair::run(args),
+        Command::Restore(args) => restore::run(args),
+        Command::Export(args) => export::run(args),
+        Command::Index(args) => index::run(args),
+    };
+    common::finish(outcome)
+}

@@ -1,0 +1,255 @@
+//! The audit pipeline that runs inside the server.
+//!
+//! For each selected job the server computes a small digest: counters,
+//! array sizes, distinct counts and a quick verdict on whether anything
+//! path-related could be wrong. Only when that verdict says so does the
+//! digest carry the job's paths (never its OCR text); normalisation of
+//! Unicode and the final findings happen in [`crate::audit`]. A clean job
+//! thus costs the network a few hundred bytes, however many results it
+//! holds.
+//!
+//! Field paths through arrays of documents are written with `$map`, not
+//! `"$checkpoint.results.file_path"`: both give the same on mongod, and
+//! only `$map` works on every server dupcheck is tested against.
+
+use bson::{doc, Bson, Document};
+use futures_util::stream::{Stream, StreamExt};
+use mongodb::options::AggregateOptions;
+
+use crate::connect::Jobs;
+use crate::digest::{
+    date, id_text, Counter, Counters, JobDigest, PathEntry, PathLists, Shape, Shapes, Sizes,
+};
+use crate::error::{Error, Result};
+use crate::select::Selection;
+
+/// The aggregation pipeline that turns the selected jobs into digests.
+pub fn pipeline(selection: &Selection) -> Vec<Document> {
+    let mut stages = vec![doc! { "$match": selection.filter() }];
+    let newest_first = doc! { "$sort": { "created_at": -1, "_id": -1 } };
+
+    // With a limit, sort and cut first so that only the kept jobs are
+    // digested (the created_at index serves the sort); without one, sort
+    // the small digests at the end so output order is stable.
+    if let Some(limit) = selection.limit {
+        stages.push(newest_first.clone());
+        stages.push(doc! { "$limit": limit as i64 });
+        stages.push(digest_stage());
+    } else {
+        stages.push(digest_stage());
+        stages.push(newest_first);
+    }
+    stages
+}
+
+fn array_or_empty(field: &str) -> Bson {
+    Bson::Document(doc! { "$cond": [{ "$isArray": field }, field, []] })
+}
+
+fn paths_of(field: &str) -> Bson {
+    Bson::Document(doc! {
+        "$map": { "input": array_or_empty(field), "in": "$$this.file_path" }
+    })
+}
+
+fn size(of: &str) -> Bson {
+    Bson::Document(doc! { "$size": of })
+}
+
+fn distinct(of: Bson) -> Bson {
+    Bson::Document(doc! { "$size": { "$setUnion": [of] } })
+}
+
+/// A path spelt in a way [`crate::paths::normalize`] would change, or not a
+/// string at all. Non-ASCII is always suspect: it may be decomposed.
+fn odd_path() -> Document {
+    doc! { "$or": [
+        { "$ne": [{ "$type": "$$this" }, "string"] },
+        { "$ne": [{ "$strLenBytes": "$$this" }, { "$strLenCP": "$$this" }] },
+        { "$gte": [{ "$indexOfBytes": ["$$this", "//"] }, 0] },
+        { "$gte": [{ "$indexOfBytes": ["$$this", "/./"] }, 0] },
+        { "$eq": [{ "$substrBytes": ["$$this", 0, 2] }, "./"] },
+        { "$eq": [
+            { "$substrBytes": [
+                "$$this",
+                { "$max": [0, { "$subtract": [{ "$strLenBytes": "$$this" }, 1] }] },
+                1
+            ] },
+            "/"
+        ] },
+    ] }
+}
+
+fn digest_stage() -> Document {
+    let base_name = doc! {
+        "$arrayElemAt": [{ "$split": ["$$this", "/"] }, -1]
+    };
+
+    // The inner $let sees the four lists and their distinct sets.
+    let verdict = doc! { "$or": [
+        { "$ne": [size("$$rp"), size("$$ur")] },
+        { "$ne": [size("$$ep"), size("$$ue")] },
+        { "$ne": [size("$$pf"), size("$$up")] },
+        { "$ne": [size("$$all"), size("$$up")] },
+        { "$ne": [size("$$rec"), size("$$up")] },
+        { "$gt": [{ "$size": { "$setIntersection": ["$$ur", "$$ue"] } }, 0] },
+        { "$gt": [{ "$size": { "$filter": { "input": "$$all", "cond": odd_path() } } }, 0] },
+        { "$ne": [
+            distinct(Bson::Document(doc! { "$map": { "input": "$$all", "in": base_name } })),
+            size("$$all"),
+        ] },
+    ] };
+
+    let inner = doc! {
+        "$let": {
+            "vars": {
+                "ur": { "$setUnion": ["$$rp"] },
+                "ue": { "$setUnion": ["$$ep"] },
+                "up": { "$setUnion": ["$$pf"] },
+                "rec": { "$setUnion": ["$$rp", "$$ep"] },
+                "all": { "$setUnion": ["$$rp", "$$ep", "$$pf"] },
+            },
+            "in": {
+                "results": size("$$rp"),
+                "errors": size("$$ep"),
+                "processed": size("$$pf"),
+                "message_ids": size("$$mi"),
+                "distinct_results": size("$$ur"),
+                "distinct_errors": size("$$ue"),
+                "distinct_processed": size("$$up"),
+                "distinct_message_ids": distinct(Bson::String("$$mi".into())),
+                "distinct_recorded": size("$$rec"),
+                "suspect": verdict,
+            }
+        }
+    };
+
+    doc! { "$project": {
+        "job_id": 1,
+        "status": 1,
+        "created_at": 1,
+        "total_files": 1,
+        "published_count": 1,
+        "consumed_count": 1,
+        "progress_current": "$progress.current",
+        "summary_successful": "$results.summary.successful",
+        "summary_failed": "$results.summary.failed",
+        "bytes": { "$bsonSize": "$$ROOT" },
+        "shapes": {
+            "results": { "$type": "$checkpoint.results" },
+            "errors": { "$type": "$checkpoint.errors" },
+            "processed": { "$type": "$checkpoint.processed_files" },
+            "message_ids": { "$type": "$checkpoint.processed_message_ids" },
+        },
+        "facts": { "$let": {
+            "vars": {
+                "rp": paths_of("$checkpoint.results"),
+                "ep": paths_of("$checkpoint.errors"),
+                "pf": array_or_empty("$checkpoint.processed_files"),
+                "mi": array_or_empty("$checkpoint.processed_message_ids"),
+            },
+            "in": { "$let": {
+                "vars": { "sizes": inner },
+                "in": {
+                    "sizes": "$$sizes",
+                    "paths": { "$cond": [
+                        "$$sizes.suspect",
+                        { "results": "$$rp", "errors": "$$ep", "processed": "$$pf" },
+                        null
+                    ] },
+                }
+            } },
+        } },
+    } }
+}
+
+/// Streams the digests of the selected jobs, newest first.
+pub async fn digests<'a>(
+    jobs: &'a Jobs,
+    selection: &Selection,
+) -> Result<impl Stream<Item = Result<JobDigest>> + 'a> {
+    let options = AggregateOptions::builder().allow_disk_use(true).build();
+    let cursor = jobs
+        .collection
+        .aggregate(pipeline(selection))
+        .with_options(options)
+        .await
+        .map_err(|e| jobs.error(e))?;
+    Ok(cursor.map(move |item| match item {
+        Ok(doc) => from_server(&doc),
+        Err(e) => Err(jobs.error(e)),
+    }))
+}
+
+/// Reads one digest as the pipeline produced it.
+pub fn from_server(doc: &Document) -> Result<JobDigest> {
+    let bad = |what: &str| Error::input(format!("unexpected digest from the server: {what}"));
+    let facts = doc.get_document("facts").map_err(|_| bad("no facts"))?;
+    let sizes = facts.get_document("sizes").map_err(|_| bad("no sizes"))?;
+    let shapes = doc.get_document("shapes").map_err(|_| bad("no shapes"))?;
+
+    let count = |name: &str| -> u64 {
+        Counter::from_bson(sizes.get(name))
+            .value()
+            .unwrap_or(0)
+            .max(0) as u64
+    };
+    let shape = |name: &str| match shapes.get_str(name) {
+        Ok("missing") | Err(_) => Shape::Missing,
+        Ok("array") => Shape::Array,
+        Ok(other) => Shape::NotArray(other.to_owned()),
+    };
+    let list = |lists: &Document, name: &str| -> Vec<PathEntry> {
+        match lists.get_array(name) {
+            Ok(items) => items
+                .iter()
+                .map(|b| match b {
+                    Bson::Null => PathEntry::Invalid("missing".to_owned()),
+                    other => PathEntry::from_bson(Some(other)),
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    };
+    let paths = facts.get_document("paths").ok().map(|lists| PathLists {
+        results: list(lists, "results"),
+        errors: list(lists, "errors"),
+        processed: list(lists, "processed"),
+    });
+
+    Ok(JobDigest {
+        id: id_text(doc.get("_id")),
+        job_id: doc.get_str("job_id").ok().map(str::to_owned),
+        status: doc.get_str("status").ok().map(str::to_owned),
+        created_at: date(doc.get("created_at")),
+        bytes: Counter::from_bson(doc.get("bytes"))
+            .value()
+            .map(|b| b as u64),
+        counters: Counters {
+            total_files: Counter::from_bson(doc.get("total_files")),
+            published_count: Counter::from_bson(doc.get("published_count")),
+            consumed_count: Counter::from_bson(doc.get("consumed_count")),
+            progress_current: Counter::from_bson(doc.get("progress_current")),
+            summary_successful: Counter::from_bson(doc.get("summary_successful")),
+            summary_failed: Counter::from_bson(doc.get("summary_failed")),
+        },
+        shapes: Shapes {
+            results: shape("results"),
+            errors: shape("errors"),
+            processed: shape("processed"),
+            message_ids: shape("message_ids"),
+        },
+        sizes: Sizes {
+            results: count("results"),
+            errors: count("errors"),
+            processed: count("processed"),
+            message_ids: count("message_ids"),
+            distinct_results: count("distinct_results"),
+            distinct_errors: count("distinct_errors"),
+            distinct_processed: count("distinct_processed"),
+            distinct_message_ids: count("distinct_message_ids"),
+            distinct_recorded: count("distinct_recorded"),
+        },
+        paths,
+    })
+}
