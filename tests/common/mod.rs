@@ -1,0 +1,353 @@
+//! Shared test support: the real server the suite talks to, the binary,
+//! and job documents in the shapes the OCR system writes.
+//!
+//! Every test gets a database of its own on the server named by
+//! `DUPCHECK_TEST_URI` (scripts/test.sh starts one), so tests run in
+//! parallel without seeing each other's jobs.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use bson::{doc, Bson, Document};
+use mongodb::options::ClientOptions;
+use mongodb::{Client, Collection, Database};
+
+/// The server under test. Tests fail, not skip, without one: the suite's
+/// promise is that it ran against a real server.
+pub fn uri() -> String {
+    std::env::var("DUPCHECK_TEST_URI").unwrap_or_else(|_| {
+        panic!("DUPCHECK_TEST_URI is not set: run the suite with scripts/test.sh")
+    })
+}
+
+/// A URI with valid credentials on a server that requires them, if any.
+pub fn auth_uri() -> Option<String> {
+    std::env::var("DUPCHECK_TEST_AUTH_URI")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+/// A database of this test's own, empty, with its `bulk_jobs` collection.
+pub struct TestDb {
+    pub client: Client,
+    pub db: Database,
+    pub jobs: Collection<Document>,
+    pub name: String,
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+impl TestDb {
+    pub async fn new(label: &str) -> TestDb {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let label: String = label
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .take(30)
+            .collect();
+        let name = format!("dc_{label}_{}_{n}", std::process::id());
+        let mut options = ClientOptions::parse(uri()).await.expect("test URI parses");
+        options.server_selection_timeout = Some(Duration::from_secs(20));
+        let client = Client::with_options(options).expect("client");
+        let db = client.database(&name);
+        db.drop().await.expect("drop test database");
+        let jobs = db.collection("bulk_jobs");
+        TestDb {
+            client,
+            db,
+            jobs,
+            name,
+        }
+    }
+
+    /// Flags that point dupcheck at this database.
+    pub fn flags(&self) -> Vec<String> {
+        vec!["--uri".into(), uri(), "--db".into(), self.name.clone()]
+    }
+
+    pub async fn insert(&self, docs: &[Document]) {
+        self.jobs
+            .insert_many(docs.to_vec())
+            .await
+            .expect("insert jobs");
+    }
+
+    pub async fn get(&self, job_id: &str) -> Document {
+        self.jobs
+            .find_one(doc! { "job_id": job_id })
+            .await
+            .expect("find job")
+            .expect("job exists")
+    }
+}
+
+/// Runs the dupcheck binary with these arguments.
+pub fn dupcheck<I, S>(args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    dupcheck_in(None, args)
+}
+
+/// Runs the dupcheck binary in a working directory.
+pub fn dupcheck_in<I, S>(dir: Option<&Path>, args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dupcheck"));
+    cmd.args(args)
+        .env_remove("MONGODB_URI")
+        .env("NO_COLOR", "1");
+    if let Some(dir) = dir {
+        cmd.current_dir(dir);
+    }
+    cmd.output().expect("run dupcheck")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn code(o: &Output) -> i32 {
+    o.status.code().expect("exited, not killed")
+}
+
+/// The sample dump shipped in docs/examples.
+pub fn sample_dump() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/examples/jobs.json")
+}
+
+/// OCR text of about `len` bytes, different per path.
+pub fn text(path: &str, len: usize) -> String {
+    let seed = path
+        .bytes()
+        .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32));
+    let words = [
+        "dharma",
+        "ksetre",
+        "kuru",
+        "samaveta",
+        "yuyutsavah",
+        "mamakah",
+    ];
+    let mut out = String::with_capacity(len + 16);
+    let mut i = seed;
+    while out.len() < len {
+        out.push_str(words[(i % 6) as usize]);
+        out.push(if i % 11 == 0 { '\n' } else { ' ' });
+        i = i.wrapping_mul(1103515245).wrapping_add(12345) >> 3;
+    }
+    out
+}
+
+/// A result document as the worker writes it.
+pub fn result_doc(path: &str, index: i32, worker: &str) -> Document {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let body = text(path, 300);
+    doc! {
+        "file": name,
+        "file_path": path,
+        "file_index": index,
+        "status": "success",
+        "provider": "google_vision",
+        "languages": ["sa", "en"],
+        "handwriting": false,
+        "text": &body,
+        "full_text": &body,
+        "confidence": 0.9,
+        "detected_language": "sa",
+        "blocks_count": 4,
+        "words_count": body.split_whitespace().count() as i32,
+        "pages_processed": 1,
+        "file_info": { "size": 123456, "extension": ".jpg" },
+        "metadata": { "processing_time": 2.5, "worker_id": worker },
+        "processed_at": "2026-01-09T03:41:00.000000",
+        "retry_count": 0,
+    }
+}
+
+/// An error document as the worker writes it.
+pub fn error_doc(path: &str) -> Document {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    doc! {
+        "file": name,
+        "file_path": path,
+        "error": "OCR provider returned 503",
+        "processed_at": "2026-01-09T03:41:00.000000",
+    }
+}
+
+/// A job document with the given checkpoint arrays; counters are set as a
+/// healthy job would have them, from the distinct paths given.
+pub fn job_doc(
+    job_id: &str,
+    status: &str,
+    results: Vec<Document>,
+    errors: Vec<Document>,
+    processed: Vec<&str>,
+) -> Document {
+    let mut distinct: Vec<String> = results
+        .iter()
+        .chain(errors.iter())
+        .filter_map(|d| d.get_str("file_path").ok().map(str::to_owned))
+        .collect();
+    distinct.sort();
+    distinct.dedup();
+    let n = distinct.len() as i32;
+    let ok = results.len() as i32;
+    let failed = errors.len() as i32;
+    let now = bson::DateTime::now();
+    let mut job = doc! {
+        "_id": bson::oid::ObjectId::new(),
+        "job_id": job_id,
+        "user_id": bson::oid::ObjectId::new(),
+        "folder_path": "/data/in",
+        "processing_mode": "single",
+        "provider": "google_vision",
+        "languages": ["sa"],
+        "handwriting": false,
+        "recursive": true,
+        "export_formats": ["json", "csv", "text"],
+        "status": status,
+        "total_files": n,
+        "published_count": n,
+        "consumed_count": n,
+        "progress": { "current": n, "total": n, "percentage": 100.0, "filename": "" },
+        "checkpoint": {
+            "results": results,
+            "errors": errors,
+            "processed_files": processed.iter().map(|p| Bson::String(p.to_string())).collect::<Vec<_>>(),
+            "processed_count": n,
+            "retry_count": 0,
+            "consecutive_errors": 0,
+            "last_checkpoint_at": "2026-01-09T03:45:00.000000",
+        },
+        "results": Bson::Null,
+        "error": Bson::Null,
+        "created_at": now,
+        "updated_at": now,
+        "completed_at": Bson::Null,
+    };
+    if status == "completed" {
+        job.insert("completed_at", now);
+        job.insert(
+            "results",
+            doc! { "summary": {
+                "total_files": n, "successful": ok, "failed": failed,
+                "processed_at": "2026-01-09T03:46:00.000000",
+                "statistics": { "total_characters": 0, "average_confidence": 0.9 },
+            } },
+        );
+    }
+    job
+}
+
+/// A fresh processing job with nothing recorded yet, expecting `files`.
+pub fn empty_job(job_id: &str, files: i32) -> Document {
+    let mut job = job_doc(job_id, "processing", vec![], vec![], vec![]);
+    job.insert("total_files", files);
+    job.insert("published_count", files);
+    job.insert("consumed_count", 0);
+    job.insert(
+        "progress",
+        doc! { "current": 0, "total": files, "percentage": 0.0, "filename": "" },
+    );
+    job
+}
+
+/// The save as it was before the fix: read, check, then write. Two
+/// workers that both read before either writes both record the file.
+pub async fn racy_save(jobs: &Collection<Document>, job_id: &str, result: Document) -> bool {
+    let path = result
+        .get_str("file_path")
+        .expect("result has a path")
+        .to_owned();
+    let job = jobs
+        .find_one(doc! { "job_id": job_id })
+        .await
+        .expect("read job")
+        .expect("job exists");
+    let done = job
+        .get_document("checkpoint")
+        .and_then(|c| c.get_array("processed_files"))
+        .map(|a| a.iter().any(|p| p.as_str() == Some(path.as_str())))
+        .unwrap_or(false);
+    if done {
+        return false;
+    }
+    // The OCR call happens here; yielding lets the other writers in.
+    tokio::task::yield_now().await;
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    jobs.update_one(
+        doc! { "job_id": job_id },
+        doc! {
+            "$push": { "checkpoint.results": result },
+            "$addToSet": { "checkpoint.processed_files": &path },
+            "$inc": { "consumed_count": 1 },
+        },
+    )
+    .await
+    .expect("racy save");
+    true
+}
+
+/// The save after the fix: one conditional update.
+pub async fn fixed_save(jobs: &Collection<Document>, job_id: &str, result: Document) -> bool {
+    let path = result
+        .get_str("file_path")
+        .expect("result has a path")
+        .to_owned();
+    let r = jobs
+        .update_one(
+            doc! { "job_id": job_id, "checkpoint.processed_files": { "$ne": &path } },
+            doc! {
+                "$push": { "checkpoint.results": result },
+                "$addToSet": { "checkpoint.processed_files": &path },
+                "$inc": { "consumed_count": 1 },
+            },
+        )
+        .await
+        .expect("fixed save");
+    r.modified_count == 1
+}
+
+/// Runs `writers` concurrent workers over `files` paths with the racy save,
+/// each worker trying every file, as redelivery and the race allow. Returns
+/// how many results were pushed.
+pub async fn race(
+    jobs: &Collection<Document>,
+    job_id: &str,
+    files: &[String],
+    writers: usize,
+) -> u64 {
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let jobs = jobs.clone();
+        let job_id = job_id.to_owned();
+        let files = files.to_vec();
+        tasks.push(tokio::spawn(async move {
+            let mut pushed = 0u64;
+            for (i, path) in files.iter().enumerate() {
+                let r = result_doc(path, i as i32, &format!("ocr-worker-{w}"));
+                if racy_save(&jobs, &job_id, r).await {
+                    pushed += 1;
+                }
+            }
+            pushed
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.expect("writer task");
+    }
+    total
+}
