@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod connect;
+pub mod dedupe;
 pub mod digest;
 pub mod dump;
 pub mod error;
