@@ -62,29 +62,41 @@ fn distinct(of: Bson) -> Bson {
 
 /// A path spelt in a way [`crate::paths::normalize`] would change, or not a
 /// string at all. Non-ASCII is always suspect: it may be decomposed.
+///
+/// String operators fail on mongod when given a non-string, and `$cond`
+/// is the one operator sure to evaluate only the branch it takes; byte
+/// offsets are only ever searched, never cut, since cutting a string in
+/// the middle of a UTF-8 character is an error on mongod too.
 fn odd_path() -> Document {
-    doc! { "$or": [
-        { "$ne": [{ "$type": "$$this" }, "string"] },
-        { "$ne": [{ "$strLenBytes": "$$this" }, { "$strLenCP": "$$this" }] },
+    let len = doc! { "$strLenBytes": "$$this" };
+    let checks = doc! { "$or": [
+        { "$ne": [len.clone(), { "$strLenCP": "$$this" }] },
         { "$gte": [{ "$indexOfBytes": ["$$this", "//"] }, 0] },
         { "$gte": [{ "$indexOfBytes": ["$$this", "/./"] }, 0] },
-        { "$eq": [{ "$substrBytes": ["$$this", 0, 2] }, "./"] },
-        { "$eq": [
-            { "$substrBytes": [
-                "$$this",
-                { "$max": [0, { "$subtract": [{ "$strLenBytes": "$$this" }, 1] }] },
-                1
+        { "$eq": [{ "$indexOfBytes": ["$$this", "./"] }, 0] },
+        { "$and": [
+            { "$gt": [len.clone(), 0] },
+            { "$eq": [
+                { "$indexOfBytes": [
+                    "$$this", "/", { "$subtract": [len.clone(), 1] }
+                ] },
+                { "$subtract": [len, 1] },
             ] },
-            "/"
         ] },
+    ] };
+    doc! { "$cond": [{ "$eq": [{ "$type": "$$this" }, "string"] }, checks, true] }
+}
+
+/// The base name of a path, as the aggregator keys its reports by it.
+fn base_name() -> Document {
+    doc! { "$cond": [
+        { "$eq": [{ "$type": "$$this" }, "string"] },
+        { "$arrayElemAt": [{ "$split": ["$$this", "/"] }, -1] },
+        "$$this",
     ] }
 }
 
 fn digest_stage() -> Document {
-    let base_name = doc! {
-        "$arrayElemAt": [{ "$split": ["$$this", "/"] }, -1]
-    };
-
     // The inner $let sees the four lists and their distinct sets.
     let verdict = doc! { "$or": [
         { "$ne": [size("$$rp"), size("$$ur")] },
@@ -95,7 +107,7 @@ fn digest_stage() -> Document {
         { "$gt": [{ "$size": { "$setIntersection": ["$$ur", "$$ue"] } }, 0] },
         { "$gt": [{ "$size": { "$filter": { "input": "$$all", "cond": odd_path() } } }, 0] },
         { "$ne": [
-            distinct(Bson::Document(doc! { "$map": { "input": "$$all", "in": base_name } })),
+            distinct(Bson::Document(doc! { "$map": { "input": "$$all", "in": base_name() } })),
             size("$$all"),
         ] },
     ] };
