@@ -167,13 +167,16 @@ pub fn clean(job: &Document, policy: Policy) -> Result<Clean> {
         }
     }
     let mut added = Vec::new();
-    for (key, index, _) in kept_results.iter().chain(kept_errors.iter()) {
+    let outcomes = kept_results
+        .iter()
+        .map(|(key, index, _)| (key, &results[*index].1))
+        .chain(
+            kept_errors
+                .iter()
+                .map(|(key, index, _)| (key, &errors[*index].1)),
+        );
+    for (key, raw) in outcomes {
         if listed.insert(key.clone()) {
-            let raw = if kept_results.iter().any(|(k, i, _)| k == key && i == index) {
-                &results[*index].1
-            } else {
-                &errors[*index].1
-            };
             added.push(raw.clone());
             processed_files.push(raw.clone());
         }
