@@ -12,6 +12,7 @@ pub mod dedupe;
 pub mod digest;
 pub mod dump;
 pub mod error;
+pub mod export;
 pub mod paths;
 pub mod select;
 pub mod server;
