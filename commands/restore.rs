@@ -1,13 +1,124 @@
-//! `dupcheck restore`: not built yet.
+//! `dupcheck restore`: put a job's document back from a backup that
+//! `dupcheck repair` wrote.
+//!
+//! The check and the write are the library's (`backup::restore`): the job
+//! is put back only if it is still exactly as the repair left it, by one
+//! conditional replace, after its current state is itself backed up.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
 
 use clap::Args as ClapArgs;
 
-use crate::common::Outcome;
+use dupcheck::backup::{self, Restored};
+use dupcheck::{repair, ErrorKind};
 
-/// Not built yet
+use crate::common::{self, out_err, Outcome, Server};
+use crate::say;
+
+const AFTER_HELP: &str = "\
+Exit status:
+  0  every backup was put back (or the job already was as in it)
+  1  some job was left as it is because it changed since its repair
+  2  something failed: bad flags, unreadable backup, unreachable server";
+
+/// Put a job's document back as a repair's backup holds it
 #[derive(ClapArgs, Debug)]
-pub struct Args {}
+#[command(after_help = AFTER_HELP)]
+pub struct Args {
+    /// Backup files written by dupcheck repair (or by an earlier restore)
+    #[arg(value_name = "BACKUP_FILE", required = true)]
+    files: Vec<PathBuf>,
 
-pub fn run(_args: Args) -> Outcome {
-    Outcome::Failed(dupcheck::Error::usage("dupcheck restore is not built yet"))
+    /// Restore even if the job changed since its repair (the changes are
+    /// lost, though the current state is backed up first), no longer
+    /// exists, or the backup names another database or collection
+    #[arg(long)]
+    force: bool,
+
+    /// Where to back up the state that a restore replaces
+    #[arg(long, value_name = "DIR", default_value = "dupcheck-backups")]
+    backup_dir: PathBuf,
+
+    #[command(flatten)]
+    server: Server,
+}
+
+pub fn run(args: Args) -> Outcome {
+    let rt = match common::runtime() {
+        Ok(rt) => rt,
+        Err(e) => return Outcome::Failed(e),
+    };
+    let jobs = match rt.block_on(args.server.connect()) {
+        Ok(jobs) => jobs,
+        Err(e) => return Outcome::Failed(e),
+    };
+    let (db, coll) = repair::namespace(&jobs);
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    let (mut refused, mut failed) = (0, 0);
+
+    for file in &args.files {
+        let shown = file.display();
+        let saved = match backup::read(file) {
+            Ok(saved) => saved,
+            Err(e) => {
+                say!("{}", e.message);
+                failed += 1;
+                continue;
+            }
+        };
+        if (saved.db != db || saved.collection != coll) && !args.force {
+            say!(
+                "{shown}: taken from {}.{}, not {db}.{coll}; pass --db and --collection, \
+                 or --force to restore here anyway",
+                saved.db,
+                saved.collection
+            );
+            refused += 1;
+            continue;
+        }
+        let done = rt.block_on(backup::restore(
+            &jobs,
+            &saved,
+            args.force,
+            &args.backup_dir,
+            repair::ATTEMPTS,
+        ));
+        let line = match done {
+            Ok(Restored::Restored { backup }) => format!(
+                "restored job {} from {shown}; the state it replaced is backed up in {}",
+                saved.name(),
+                backup.display()
+            ),
+            Ok(Restored::Inserted) => {
+                format!("restored job {} from {shown} (it was gone)", saved.name())
+            }
+            Ok(Restored::AlreadyThere) => {
+                format!(
+                    "job {} already is as in {shown}; nothing written",
+                    saved.name()
+                )
+            }
+            Err(e) => {
+                say!("{shown}: {}", e.message);
+                match e.kind {
+                    ErrorKind::Conflict | ErrorKind::NotFound => refused += 1,
+                    _ => failed += 1,
+                }
+                continue;
+            }
+        };
+        if let Err(e) = writeln!(out, "{line}").map_err(out_err) {
+            return Outcome::Failed(e);
+        }
+    }
+    if let Err(e) = common::flush(&mut out) {
+        return Outcome::Failed(e);
+    }
+    match (failed, refused) {
+        (0, 0) => Outcome::Clean,
+        (0, _) => Outcome::Found,
+        _ => Outcome::Incomplete,
+    }
 }

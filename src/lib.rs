@@ -7,6 +7,7 @@
 //! renders.
 
 pub mod audit;
+pub mod backup;
 pub mod connect;
 pub mod dedupe;
 pub mod digest;
@@ -14,6 +15,7 @@ pub mod dump;
 pub mod error;
 pub mod export;
 pub mod paths;
+pub mod repair;
 pub mod select;
 pub mod server;
 pub mod window;
