@@ -14,6 +14,7 @@ pub mod digest;
 pub mod dump;
 pub mod error;
 pub mod export;
+pub mod indexes;
 pub mod paths;
 pub mod repair;
 pub mod select;
