@@ -14,9 +14,10 @@
 //! so a failed export leaves the previous reports as they were. Only the
 //! job itself is held in memory; the ZIP is filled from the files on disk.
 //!
-//! [`Snapshot`] and [`summary_update`] are for `--update-job`: they write
-//! the clean counts, statistics and report paths into the job's `results`,
-//! and only if no worker changed the job since it was read.
+//! With `--update-job` the clean counts, statistics and report paths also
+//! go into the job's final summary (`results`), as repair writes: after a
+//! backup ([`crate::backup`]), by one update that applies only while the
+//! job is as it was read ([`crate::repair::unchanged`]).
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -26,11 +27,14 @@ use std::path::{Path, PathBuf};
 
 use bson::{doc, Bson, Document};
 use chrono::{DateTime, Datelike, NaiveDateTime, Timelike, Utc};
+use futures_util::StreamExt;
 use unicode_normalization::UnicodeNormalization;
 
+use crate::backup;
+use crate::connect::Jobs;
 use crate::dedupe::{self, Policy};
 use crate::error::{Error, ErrorKind, Result};
-use crate::paths;
+use crate::{paths, repair};
 
 /// The files an export can write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -120,6 +124,8 @@ pub struct Options {
     pub force: bool,
     /// The time the reports say they were generated, in UTC.
     pub generated_at: NaiveDateTime,
+    /// Which of a file's several results the reports keep.
+    pub policy: Policy,
 }
 
 /// The statistics the aggregator puts in `summary`, over kept results.
@@ -918,150 +924,303 @@ fn int(n: u64) -> Bson {
     }
 }
 
-/// What the job looked like when read, as far as writers change it: an
-/// update with [`Snapshot::filter`] matches only the unchanged job.
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    pub id: Bson,
-    pub job_id: String,
-    results: usize,
-    errors: usize,
-    processed_files: usize,
-    message_ids: usize,
-    consumed_count: Option<Bson>,
-    status: Option<Bson>,
-    updated_at: Option<Bson>,
-    processed_at: Option<Bson>,
-    /// Whether `results` is a document: the aggregator has finished.
-    pub has_summary: bool,
-    /// Whether the summary carries the UI's result previews.
-    has_previews: bool,
+/// Whether a job has the final summary `--update-job` rewrites: the
+/// aggregator writes `results.summary` when it finishes a job.
+pub fn has_summary(job: &Document) -> bool {
+    job.get_document("results")
+        .and_then(|r| r.get_document("summary"))
+        .is_ok()
 }
 
-impl Snapshot {
-    pub fn of(job: &Document) -> Snapshot {
-        let checkpoint = job.get_document("checkpoint").ok();
-        let len = |field: &str| {
-            checkpoint
-                .and_then(|c| c.get_array(field).ok())
-                .map_or(0, Vec::len)
-        };
-        let summary = job.get_document("results").ok();
-        let previews = summary.and_then(|s| s.get_document("results_preview").ok());
-        Snapshot {
-            id: job.get("_id").cloned().unwrap_or(Bson::Null),
-            job_id: job.get_str("job_id").unwrap_or_default().to_owned(),
-            results: len("results"),
-            errors: len("errors"),
-            processed_files: len("processed_files"),
-            message_ids: len("processed_message_ids"),
-            consumed_count: job.get("consumed_count").cloned(),
-            status: job.get("status").cloned(),
-            updated_at: job.get("updated_at").cloned(),
-            processed_at: summary
-                .and_then(|s| s.get_document("summary").ok())
-                .and_then(|s| s.get("processed_at"))
-                .cloned(),
-            has_summary: summary.is_some(),
-            has_previews: previews.is_some_and(|p| p.contains_key("successful_samples")),
-        }
-    }
+/// The fields `--update-job` sets in the job's `results`, as `(path,
+/// value)` in the order the server applies them (MongoDB 5.0 and later
+/// apply a `$set`'s fields in lexicographic order of their names, which is
+/// the order new fields are appended in). Counts keep the numeric type
+/// they had; report paths are absolute, as the aggregator stores them, and
+/// formats not written keep their old paths. The UI's result previews are
+/// rebuilt from the clean results only where the job has them.
+pub fn summary_update(
+    job: &Document,
+    report: &Report,
+    written: &Written,
+) -> Result<Vec<(String, Bson)>> {
+    let no_summary = || Error::input(format!("job {} has no final summary", report.job_id));
+    let results = job.get_document("results").map_err(|_| no_summary())?;
+    let summary = results.get_document("summary").map_err(|_| no_summary())?;
+    let ok = report.results.len() as u64;
+    let mut set: Vec<(String, Bson)> = vec![
+        (
+            "results.summary.successful".into(),
+            count_like(summary.get("successful"), ok),
+        ),
+        (
+            "results.summary.failed".into(),
+            count_like(summary.get("failed"), report.errors.len() as u64),
+        ),
+        (
+            "results.summary.statistics".into(),
+            Bson::Document(report.statistics.to_document()),
+        ),
+    ];
 
-    /// The update filter: this document, with the array sizes, counter,
-    /// status and times it had when read. A worker's save changes at least
-    /// one array size and `consumed_count`; the aggregator changes the
-    /// status and the summary's time.
-    pub fn filter(&self) -> Document {
-        let size = |field: &str, n: usize| -> Bson {
-            Bson::Document(doc! { "$eq": [
-                { "$size": { "$ifNull": [format!("$checkpoint.{field}"), []] } },
-                n as i64,
-            ] })
-        };
-        let same = |field: &str, value: &Option<Bson>| -> Bson {
-            Bson::Document(match value {
-                None => doc! { "$eq": [{ "$type": field }, "missing"] },
-                Some(v) => doc! { "$eq": [field, { "$literal": v.clone() }] },
-            })
-        };
-        doc! {
-            "_id": self.id.clone(),
-            "$expr": { "$and": [
-                size("results", self.results),
-                size("errors", self.errors),
-                size("processed_files", self.processed_files),
-                size("processed_message_ids", self.message_ids),
-                same("$consumed_count", &self.consumed_count),
-                same("$status", &self.status),
-                same("$updated_at", &self.updated_at),
-                same("$results.summary.processed_at", &self.processed_at),
-            ] },
-        }
-    }
-}
-
-/// The `$set` that puts a clean export's counts, statistics and report
-/// paths into the job's final summary. Paths are absolute, as the
-/// aggregator stores them; formats not written keep their old paths.
-pub fn summary_update(report: &Report, written: &Written, snapshot: &Snapshot) -> Result<Document> {
-    let absolute = |p: &Path| -> Result<String> {
-        let full = fs::canonicalize(p)
-            .map_err(|e| Error::io(&format!("cannot resolve {}", p.display()), e))?;
-        Ok(full.to_string_lossy().into_owned())
-    };
-    let mut set = doc! {
-        "results.summary.successful": int(report.results.len() as u64),
-        "results.summary.failed": int(report.errors.len() as u64),
-        "results.summary.statistics": report.statistics.to_document(),
-        "results.results_preview.total_results": int(report.results.len() as u64),
-    };
+    let mut files = Document::new();
     for (format, path) in &written.files {
         if *format == Format::Individual {
             continue;
         }
-        let path = absolute(path)?;
-        set.insert(
-            format!("results.report_files.{}", format.name()),
-            path.clone(),
-        );
+        let full = fs::canonicalize(path)
+            .map_err(|e| Error::io(&format!("cannot resolve {}", path.display()), e))?;
+        let full = full.to_string_lossy().into_owned();
         if *format == Format::Zip {
-            set.insert("results.zip_path", path);
+            set.push(("results.zip_path".into(), full.clone().into()));
+        }
+        files.insert(format.name(), full);
+    }
+    match results.get("report_files") {
+        Some(Bson::Document(_)) => {
+            for (name, path) in files {
+                set.push((format!("results.report_files.{name}"), path));
+            }
+        }
+        _ if files.is_empty() => {}
+        _ => set.push(("results.report_files".into(), Bson::Document(files))),
+    }
+
+    if let Ok(preview) = results.get_document("results_preview") {
+        set.push((
+            "results.results_preview.total_results".into(),
+            count_like(preview.get("total_results"), ok),
+        ));
+        if preview.contains_key("successful_samples") {
+            let samples: Vec<Bson> = report.results.iter().map(success_sample).collect();
+            set.push((
+                "results.results_preview.successful_samples".into(),
+                samples.into(),
+            ));
+        }
+        if preview.contains_key("error_samples") {
+            let samples: Vec<Bson> = report.errors.iter().map(error_sample).collect();
+            set.push((
+                "results.results_preview.error_samples".into(),
+                samples.into(),
+            ));
         }
     }
-    if snapshot.has_previews {
-        let successes: Vec<Bson> = report
-            .results
-            .iter()
-            .map(|r| {
-                let text = r.get("text").cloned().unwrap_or_else(|| "".into());
-                Bson::Document(doc! {
-                    "file": r.get("file").cloned().unwrap_or_else(|| "unknown".into()),
-                    "file_path": r.get("file_path").cloned().unwrap_or_else(|| "".into()),
-                    "confidence": r.get("confidence").cloned().unwrap_or(Bson::Int32(0)),
-                    "text_length": int(chars(Some(&text))),
-                    "text": text,
-                    "language": r
-                        .get("detected_language")
-                        .cloned()
-                        .unwrap_or_else(|| "unknown".into()),
-                    "provider": r.get("provider").cloned().unwrap_or_else(|| "unknown".into()),
-                })
-            })
-            .collect();
-        let failures: Vec<Bson> = report
-            .errors
-            .iter()
-            .map(|e| {
-                Bson::Document(doc! {
-                    "file": e.get("file").cloned().unwrap_or_else(|| "unknown".into()),
-                    "error": e.get("error").cloned().unwrap_or_else(|| "Unknown error".into()),
-                })
-            })
-            .collect();
-        set.insert("results.results_preview.successful_samples", successes);
-        set.insert("results.results_preview.error_samples", failures);
+
+    set.sort_by(|(a, _), (b, _)| a.split('.').cmp(b.split('.')));
+    Ok(set)
+}
+
+/// The preview of one result, with the fields and defaults the UI reads.
+fn success_sample(r: &Document) -> Bson {
+    let or = |field: &str, default: Bson| r.get(field).cloned().unwrap_or(default);
+    let text = or("text", "".into());
+    Bson::Document(doc! {
+        "file": or("file", "unknown".into()),
+        "file_path": or("file_path", "".into()),
+        "confidence": or("confidence", Bson::Int32(0)),
+        "text_length": int(chars(Some(&text))),
+        "text": text,
+        "language": or("detected_language", "unknown".into()),
+        "provider": or("provider", "unknown".into()),
+    })
+}
+
+fn error_sample(e: &Document) -> Bson {
+    let or = |field: &str, default: &str| e.get(field).cloned().unwrap_or(default.into());
+    Bson::Document(doc! {
+        "file": or("file", "unknown"),
+        "error": or("error", "Unknown error"),
+    })
+}
+
+/// `n` in the numeric type `old` has, so a repaired counter reads as before.
+fn count_like(old: Option<&Bson>, n: u64) -> Bson {
+    match old {
+        Some(Bson::Int64(_)) => Bson::Int64(n.min(i64::MAX as u64) as i64),
+        Some(Bson::Double(_)) => Bson::Double(n as f64),
+        _ => int(n),
     }
-    Ok(doc! { "$set": set })
+}
+
+/// Applies [`summary_update`]'s fields to the document read, as the server
+/// will: an existing field keeps its place, a new one goes last.
+pub fn apply_update(job: &mut Document, set: &[(String, Bson)]) {
+    for (path, value) in set {
+        let mut parts: Vec<&str> = path.split('.').collect();
+        let Some(last) = parts.pop() else { continue };
+        let mut at: &mut Document = job;
+        for part in parts {
+            if !matches!(at.get(part), Some(Bson::Document(_))) {
+                at.insert(part, Document::new());
+            }
+            at = match at.get_document_mut(part) {
+                Ok(inner) => inner,
+                Err(_) => return,
+            };
+        }
+        at.insert(last, value.clone());
+    }
+}
+
+/// What exporting one job did.
+#[derive(Debug)]
+pub struct Exported {
+    pub report_summary: Counts,
+    pub written: Written,
+    /// With `--update-job`: where the backup went, or why the job's
+    /// summary was not written.
+    pub update: Option<Result<PathBuf>>,
+}
+
+/// The numbers of an export, for the line a person reads.
+#[derive(Debug, Clone)]
+pub struct Counts {
+    pub job_id: String,
+    pub results: usize,
+    pub errors: usize,
+    pub dropped_results: usize,
+    pub dropped_errors: usize,
+}
+
+impl Report {
+    fn counts(&self) -> Counts {
+        Counts {
+            job_id: self.job_id.clone(),
+            results: self.results.len(),
+            errors: self.errors.len(),
+            dropped_results: self.dropped_results,
+            dropped_errors: self.dropped_errors,
+        }
+    }
+}
+
+/// Exports a job document read from a dump.
+pub fn export_document(job: Document, options: &Options) -> Result<Exported> {
+    let report = Report::of(&job, options.policy)?;
+    drop(job);
+    let written = write(&report, options)?;
+    Ok(Exported {
+        report_summary: report.counts(),
+        written,
+        update: None,
+    })
+}
+
+/// Where `--update-job` puts its backups, and that it was asked for.
+#[derive(Debug, Clone)]
+pub struct UpdateJob {
+    pub backup_dir: PathBuf,
+}
+
+/// Exports the job with this `job_id` from the server; with `update`, then
+/// writes the clean summary into the job, after a backup, by one update
+/// that applies only if the job is as it was read.
+pub async fn export_from_server(
+    jobs: &Jobs,
+    job_id: &str,
+    options: &Options,
+    update: Option<&UpdateJob>,
+) -> Result<Exported> {
+    check_job_id(job_id)?;
+    let job = fetch(jobs, job_id).await?;
+    let report = Report::of(&job, options.policy)?;
+    let written = write(&report, options)?;
+    let update = match update {
+        None => None,
+        Some(u) => Some(update_summary(jobs, job, &report, &written, u).await),
+    };
+    Ok(Exported {
+        report_summary: report.counts(),
+        written,
+        update,
+    })
+}
+
+/// The one job with this `job_id`.
+pub async fn fetch(jobs: &Jobs, job_id: &str) -> Result<Document> {
+    let (db, collection) = repair::namespace(jobs);
+    let mut cursor = jobs
+        .collection
+        .find(doc! { "job_id": job_id })
+        .limit(2)
+        .await
+        .map_err(|e| jobs.error(e))?;
+    let mut found = Vec::new();
+    while let Some(doc) = cursor.next().await {
+        found.push(doc.map_err(|e| jobs.error(e))?);
+    }
+    match found.len() {
+        0 => Err(Error::new(
+            ErrorKind::NotFound,
+            format!("job {job_id} not found in {db}.{collection}"),
+        )),
+        1 => Ok(found.remove(0)),
+        _ => Err(Error::input(format!(
+            "job_id {job_id} is on more than one document in {db}.{collection};              not exporting either (dupcheck index lists such job ids)"
+        ))),
+    }
+}
+
+/// Writes the clean summary of `report` into `job` (the document as read),
+/// after backing it up in `update.backup_dir`. Fails with
+/// [`ErrorKind::Conflict`] when the job changed since it was read, and
+/// then keeps no backup: nothing was written.
+pub async fn update_summary(
+    jobs: &Jobs,
+    mut job: Document,
+    report: &Report,
+    written: &Written,
+    update: &UpdateJob,
+) -> Result<PathBuf> {
+    if !has_summary(&job) {
+        let status = job.get_str("status").unwrap_or("no status");
+        return Err(Error::input(format!(
+            "the job has no final summary yet ({status}); the aggregator writes one \
+             when it finishes the job"
+        )));
+    }
+    let set = summary_update(&job, report, written)?;
+    let guard = repair::unchanged(&job);
+    let (db, collection) = repair::namespace(jobs);
+    let path = backup::new_path(&update.backup_dir, &job, Utc::now());
+    let meta = backup::Meta {
+        db,
+        collection,
+        reason: "export",
+        detail: "results summary from a clean export".to_owned(),
+        taken_at: Utc::now(),
+    };
+    backup::write(&path, &mut job, &meta, |doc| apply_update(doc, &set))?;
+    drop(job);
+
+    let set: Document = set.into_iter().collect();
+    match jobs
+        .collection
+        .update_one(guard, doc! { "$set": set })
+        .await
+    {
+        Ok(r) if r.matched_count == 1 => Ok(path),
+        Ok(_) => {
+            let _ = fs::remove_file(&path);
+            Err(Error::new(
+                ErrorKind::Conflict,
+                "the job changed since it was read (a worker saved an outcome, or its \
+                 status moved); its summary was left as it is, export again to retry",
+            ))
+        }
+        Err(e) => {
+            let e = jobs.error(e);
+            Err(Error::new(
+                e.kind,
+                format!(
+                    "{}; the write may or may not have applied, the backup {} is kept",
+                    e.message,
+                    path.display()
+                ),
+            ))
+        }
+    }
 }
 
 #[cfg(test)]
