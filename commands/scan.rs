@@ -168,7 +168,9 @@ fn scan_file(
         return Err(e);
     }
     if let Some(limit) = selection.limit {
-        kept.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        // As the server sorts: newest first, then the greater _id (hex of
+        // an ObjectId orders as the ObjectId does).
+        kept.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
         for digest in kept.iter().take(limit as usize) {
             sink.job(digest)?;
         }

@@ -158,7 +158,9 @@ impl JobDigest {
             distinct_results: distinct(&[&results]),
             distinct_errors: distinct(&[&errors]),
             distinct_processed: distinct(&[&processed]),
-            distinct_message_ids: distinct(&[&message_ids]),
+            // By value, as the server's $setUnion counts: message ids that
+            // are not strings must not all count as one.
+            distinct_message_ids: distinct_values(field("processed_message_ids")),
             distinct_recorded: distinct(&[&results, &errors]),
         };
 
@@ -222,6 +224,17 @@ fn path_list(value: Option<&Bson>, key: Option<&str>) -> Vec<PathEntry> {
 
 fn distinct(lists: &[&Vec<PathEntry>]) -> u64 {
     let set: HashSet<&PathEntry> = lists.iter().flat_map(|l| l.iter()).collect();
+    set.len() as u64
+}
+
+fn distinct_values(value: Option<&Bson>) -> u64 {
+    let Some(Bson::Array(items)) = value else {
+        return 0;
+    };
+    let set: HashSet<String> = items
+        .iter()
+        .map(|b| b.clone().into_relaxed_extjson().to_string())
+        .collect();
     set.len() as u64
 }
 

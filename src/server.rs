@@ -69,6 +69,7 @@ fn distinct(of: Bson) -> Bson {
 /// the middle of a UTF-8 character is an error on mongod too.
 fn odd_path() -> Document {
     let len = doc! { "$strLenBytes": "$$this" };
+    let last_two = doc! { "$max": [0, { "$subtract": [len.clone(), 2] }] };
     let checks = doc! { "$or": [
         { "$ne": [len.clone(), { "$strLenCP": "$$this" }] },
         { "$gte": [{ "$indexOfBytes": ["$$this", "//"] }, 0] },
@@ -80,8 +81,15 @@ fn odd_path() -> Document {
                 { "$indexOfBytes": [
                     "$$this", "/", { "$subtract": [len.clone(), 1] }
                 ] },
-                { "$subtract": [len, 1] },
+                { "$subtract": [len.clone(), 1] },
             ] },
+        ] },
+        // A trailing "." segment ("/d/a.jpg/.") is dropped, and the empty
+        // path becomes ".": searched from max(0, len - 2), so never cut.
+        { "$eq": [len.clone(), 0] },
+        { "$eq": [
+            { "$indexOfBytes": ["$$this", "/.", last_two.clone()] },
+            last_two,
         ] },
     ] };
     doc! { "$cond": [{ "$eq": [{ "$type": "$$this" }, "string"] }, checks, true] }
