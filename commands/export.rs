@@ -1,9 +1,9 @@
 //! `dupcheck export`: re-export a job's reports from its deduplicated
 //! results, in the files and layout the OCR system's aggregator writes.
 //!
-//! Costs the memory of one job (twice, briefly, while it is deduplicated);
-//! reports are streamed to disk. One job's failure is reported and the
-//! others still go; the exit status remembers it.
+//! Holds one job in memory at a time (with `--update-job`, its clean copy
+//! too, for the backup); reports are streamed to disk. One job's failure
+//! is reported and the others still go; the exit status remembers it.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

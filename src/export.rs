@@ -200,27 +200,92 @@ pub struct Report {
 impl Report {
     /// The report of a job document, deduplicated under `policy`.
     pub fn of(job: &Document, policy: Policy) -> Result<Report> {
+        Report::from_job(job.clone(), policy)
+    }
+
+    /// [`Report::of`], consuming the document: the kept results and errors
+    /// are moved out of it, not copied, so a job near the 16 MiB limit is
+    /// held once.
+    pub fn from_job(mut job: Document, policy: Policy) -> Result<Report> {
         let job_id = job
             .get_str("job_id")
             .map_err(|_| Error::input("the job has no string job_id"))?
             .to_owned();
         check_job_id(&job_id)?;
-        let clean = dedupe::clean(job, policy)?;
-        let dropped = |field: &str| clean.dropped.iter().filter(|d| d.field == field).count();
-        let dropped_results = dropped("checkpoint.results");
-        let dropped_errors = dropped("checkpoint.errors");
-        let statistics = Statistics::of(&clean.results);
-        let individual_names = individual_names(&clean.results);
+
+        // Dedupe sees light copies: what it decides by, not the OCR text.
+        let mut full = Vec::new();
+        for field in ["results", "errors"] {
+            let entries = match job
+                .get_document_mut("checkpoint")
+                .ok()
+                .and_then(|c| c.get_mut(field))
+            {
+                Some(Bson::Array(items)) => items,
+                _ => {
+                    full.push(Vec::new());
+                    continue;
+                }
+            };
+            let light = entries.iter().map(|e| light(e, policy)).collect();
+            full.push(std::mem::replace(entries, light));
+        }
+        let clean = dedupe::clean(&job, policy)?;
+        drop(job);
+
+        let mut kept = full
+            .into_iter()
+            .zip(["checkpoint.results", "checkpoint.errors"])
+            .map(|(entries, field)| {
+                let dropped: HashSet<usize> = clean
+                    .dropped
+                    .iter()
+                    .filter(|d| d.field == field)
+                    .map(|d| d.index)
+                    .collect();
+                let count = dropped.len();
+                let kept: Vec<Document> = entries
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, _)| !dropped.contains(i))
+                    .filter_map(|(_, e)| match e {
+                        Bson::Document(d) => Some(d),
+                        _ => None,
+                    })
+                    .collect();
+                (kept, count)
+            });
+        let (results, dropped_results) = kept.next().unwrap_or_default();
+        let (errors, dropped_errors) = kept.next().unwrap_or_default();
+
         Ok(Report {
             job_id,
-            results: clean.results,
-            errors: clean.errors,
-            statistics,
-            individual_names,
+            statistics: Statistics::of(&results),
+            individual_names: individual_names(&results),
+            results,
+            errors,
             dropped_results,
             dropped_errors,
         })
     }
+}
+
+/// The part of a result or error that [`dedupe`] decides by: its path,
+/// and for ranking, status, confidence and (under `--keep best`) text.
+fn light(entry: &Bson, policy: Policy) -> Bson {
+    let Bson::Document(d) = entry else {
+        return entry.clone();
+    };
+    let mut fields = vec!["file_path", "status", "confidence"];
+    if policy.keep == dedupe::Keep::Best {
+        fields.push("text");
+    }
+    Bson::Document(
+        fields
+            .into_iter()
+            .filter_map(|f| d.get(f).map(|v| (f.to_owned(), v.clone())))
+            .collect(),
+    )
 }
 
 /// Refuses a job id that cannot safely name a folder and files.
@@ -481,9 +546,15 @@ fn remove(path: &Path) {
     }
 }
 
+/// Creates a file that must not exist yet: a temporary name is never
+/// followed through a link someone else put there.
+fn create_new(path: &Path) -> io::Result<File> {
+    File::options().write(true).create_new(true).open(path)
+}
+
 fn write_file(path: &Path, body: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> Result<()> {
     let failed = |e| Error::io(&format!("cannot write {}", path.display()), e);
-    let file = File::create(path).map_err(failed)?;
+    let file = create_new(path).map_err(failed)?;
     let mut out = BufWriter::with_capacity(1 << 16, file);
     body(&mut out).map_err(failed)?;
     let file = out.into_inner().map_err(|e| failed(e.into_error()))?;
@@ -660,7 +731,7 @@ fn write_zip(
             format!("cannot write {}: {e}", path.display()),
         )
     };
-    let file = File::create(path).map_err(failed_io)?;
+    let file = create_new(path).map_err(failed_io)?;
     let mut zip = zip::ZipWriter::new(BufWriter::with_capacity(1 << 16, file));
     let options = SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated)
@@ -1097,8 +1168,7 @@ impl Report {
 
 /// Exports a job document read from a dump.
 pub fn export_document(job: Document, options: &Options) -> Result<Exported> {
-    let report = Report::of(&job, options.policy)?;
-    drop(job);
+    let report = Report::from_job(job, options.policy)?;
     let written = write(&report, options)?;
     Ok(Exported {
         report_summary: report.counts(),
@@ -1124,11 +1194,15 @@ pub async fn export_from_server(
 ) -> Result<Exported> {
     check_job_id(job_id)?;
     let job = fetch(jobs, job_id).await?;
-    let report = Report::of(&job, options.policy)?;
+    // The document is needed again only to update it.
+    let (report, job) = match update {
+        Some(u) => (Report::of(&job, options.policy)?, Some((job, u))),
+        None => (Report::from_job(job, options.policy)?, None),
+    };
     let written = write(&report, options)?;
-    let update = match update {
+    let update = match job {
         None => None,
-        Some(u) => Some(update_summary(jobs, job, &report, &written, u).await),
+        Some((job, u)) => Some(update_summary(jobs, job, &report, &written, u).await),
     };
     Ok(Exported {
         report_summary: report.counts(),
@@ -1157,7 +1231,8 @@ pub async fn fetch(jobs: &Jobs, job_id: &str) -> Result<Document> {
         )),
         1 => Ok(found.remove(0)),
         _ => Err(Error::input(format!(
-            "job_id {job_id} is on more than one document in {db}.{collection};              not exporting either (dupcheck index lists such job ids)"
+            "job_id {job_id} is on more than one document in {db}.{collection}; \
+             not exporting either (dupcheck index lists such job ids)"
         ))),
     }
 }

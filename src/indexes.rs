@@ -3,7 +3,7 @@
 //! Three single-field indexes: `job_id`, unique, which every worker save,
 //! the aggregator and each `--job` lookup find a job by, and which keeps a
 //! job from being split over two documents; `created_at`, descending, which
-//! `scan --since`, `watch` and every newest-first listing select and sort
+//! `scan --since`, `scan --limit` and every newest-first listing select and sort
 //! by; and `checkpoint.processed_files`, which finds the jobs that recorded
 //! a given file.
 //!
@@ -74,7 +74,7 @@ pub const WANTED: [Wanted; 3] = [
         field: "created_at",
         direction: -1,
         unique: false,
-        purpose: "scan --since, watch and newest-first listings",
+        purpose: "scan --since, scan --limit and newest-first listings",
     },
 ];
 

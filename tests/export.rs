@@ -577,7 +577,7 @@ async fn unwritable_output_folder_is_a_clear_error() {
 async fn update_job_writes_the_clean_summary_after_a_backup() {
     let t = TestDb::new("export_update").await;
     let before = sample_job(INCIDENT);
-    t.insert(&[before.clone()]).await;
+    t.insert(std::slice::from_ref(&before)).await;
     let out = tempfile::tempdir().unwrap();
     let backups = tempfile::tempdir().unwrap();
     let run = export_server(
@@ -790,4 +790,51 @@ async fn a_big_job_exports() {
     assert_eq!(zip.len(), 3 + FILES);
     let report = json_file(&report_path(out.path(), "big-1", Format::Json));
     assert_eq!(report["metadata"]["successful"], FILES);
+}
+
+/// A job id on two documents is ambiguous: neither is exported.
+#[tokio::test]
+async fn a_job_id_on_two_documents_is_refused() {
+    let t = TestDb::new("export_two_docs").await;
+    let first = sample_job(BASE_NAMES);
+    let mut second = first.clone();
+    second.insert("_id", bson::oid::ObjectId::new());
+    t.insert(&[first, second]).await;
+    let out = tempfile::tempdir().unwrap();
+    let run = export_server(&t, out.path(), &["--job", BASE_NAMES]);
+    assert_code(&run, 2);
+    assert!(
+        stderr(&run).contains("is on more than one document"),
+        "{}",
+        show(&run)
+    );
+    assert!(!out.path().join(BASE_NAMES).exists());
+}
+
+/// The report keeps exactly the results and errors of the clean view,
+/// under every keep policy, for every job of the sample dump.
+#[test]
+fn reports_keep_what_the_clean_view_keeps() {
+    let mut jobs = Vec::new();
+    dupcheck::dump::read(&sample_dump(), |_, doc| jobs.extend(doc.ok())).unwrap();
+    assert!(jobs.len() > 5);
+    for job in &jobs {
+        for keep in [dedupe::Keep::First, dedupe::Keep::Last, dedupe::Keep::Best] {
+            let policy = Policy {
+                keep,
+                keep_errors: false,
+            };
+            match (
+                dedupe::clean(job, policy),
+                Report::from_job(job.clone(), policy),
+            ) {
+                (Ok(clean), Ok(report)) => {
+                    assert_eq!(report.results, clean.results);
+                    assert_eq!(report.errors, clean.errors);
+                }
+                (Err(_), Err(_)) => {}
+                (a, b) => panic!("clean view {:?} but report {:?}", a.is_ok(), b.is_ok()),
+            }
+        }
+    }
 }
