@@ -19,10 +19,11 @@ cleanup() {
 trap cleanup EXIT
 
 if [ -z "${DUPCHECK_TEST_URI:-}" ]; then
-  DUPCHECK_TEST_URI=$(scripts/test-server.sh start tests)
-  started+=(tests)
-  DUPCHECK_TEST_AUTH_URI=$(scripts/test-server.sh start auth --auth)
-  started+=(auth)
+  # Names of this run's own, so two runs on one machine do not collide.
+  started+=("tests-$$")
+  DUPCHECK_TEST_URI=$(scripts/test-server.sh start "tests-$$")
+  started+=("auth-$$")
+  DUPCHECK_TEST_AUTH_URI=$(scripts/test-server.sh start "auth-$$" --auth)
   export DUPCHECK_TEST_URI DUPCHECK_TEST_AUTH_URI
 fi
 echo "testing against ${DUPCHECK_TEST_URI}" >&2
