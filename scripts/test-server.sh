@@ -100,6 +100,6 @@ PY
       echo "mongodb://127.0.0.1:$port"
     fi
     ;;
-  stop) halt "$dir" ;;
+  stop) halt "$dir"; rm -rf "$dir" ;;
   *) echo "usage: $0 start|stop NAME [--auth]" >&2; exit 2 ;;
 esac
