@@ -160,8 +160,11 @@ async fn repair_all(args: &Args, options: Options) -> dupcheck::Result<Tally> {
         limit: None,
     };
     let jobs = args.server.connect().await?;
-    let every = !args.jobs.is_empty();
-    let candidates = repair::candidates(&jobs, &selection, every).await?;
+    let candidates = if args.jobs.is_empty() {
+        repair::candidates(&jobs, &selection).await?
+    } else {
+        repair::named(&jobs, &args.jobs).await?
+    };
 
     let stdout = io::stdout();
     let mut out = Render::new(args, &jobs, stdout.lock())?;
@@ -214,10 +217,13 @@ fn confirm(jobs: &Jobs, candidates: &[Candidate], options: &Options) -> dupcheck
         .iter()
         .filter(|c| c.skip_reason(options).is_none())
         .collect();
-    let extra: u64 = live.iter().map(|c| c.extra_entries).sum();
+    let extra: Option<u64> = live.iter().map(|c| c.extra_entries).sum();
+    let found = match extra {
+        Some(n) => format!(" ({n} duplicate entries found by scan)"),
+        None => String::new(),
+    };
     eprint!(
-        "dupcheck: repair {} job(s) in {db}.{coll} ({extra} duplicate entries found by \
-         scan), with backups in {}? [y/N] ",
+        "dupcheck: repair {} job(s) in {db}.{coll}{found}, with backups in {}? [y/N] ",
         live.len(),
         options.backup_dir.display()
     );

@@ -11,11 +11,11 @@
 //! as it was or fully repaired, whatever happens to the process.
 //!
 //! The update is an aggregation pipeline (MongoDB 4.2 or later): it keeps
-//! results and errors by their position in the arrays the server holds, so
-//! their OCR text is not sent back over the network and an update never
-//! grows past the 16 MiB limit, however large the job. Positions are only
-//! meaningful while the arrays are the ones read, which is what the filter
-//! guarantees.
+//! results and errors by their position in the arrays the server holds
+//! (one keep-or-drop flag per entry), so their OCR text is not sent back
+//! over the network and an update never grows past the 16 MiB limit,
+//! however large the job. Positions are only meaningful while the arrays
+//! are the ones read, which is what the filter guarantees.
 //!
 //! Of the document a repair writes only `checkpoint.results`, `.errors`,
 //! `.processed_files`, `.processed_message_ids`, `consumed_count`,
@@ -122,18 +122,32 @@ impl Plan {
     /// The update, an aggregation pipeline of one `$set` stage.
     pub fn update(&self) -> Vec<Document> {
         let mut set = Document::new();
-        let pick = |field: &str, keep: &[usize]| {
-            let at: Vec<Bson> = keep.iter().map(|&i| Bson::Int64(i as i64)).collect();
+        // Each entry is paired with a keep-or-not flag and the kept ones are
+        // unpaired: one pass over the array. Picking by $arrayElemAt per
+        // position reads the same, but some servers copy the array for
+        // every position, which is quadratic.
+        let pick = |field: &str, all: usize, keep: &[usize]| {
+            let mut mask = vec![Bson::Boolean(false); all];
+            for &i in keep {
+                if let Some(m) = mask.get_mut(i) {
+                    *m = Bson::Boolean(true);
+                }
+            }
             Bson::Document(doc! { "$map": {
-                "input": { "$literal": at },
-                "in": { "$arrayElemAt": [field, "$$this"] },
+                "input": { "$filter": {
+                    "input": { "$zip": { "inputs": [field, { "$literal": mask }] } },
+                    "cond": { "$arrayElemAt": ["$$this", 1] },
+                } },
+                "in": { "$arrayElemAt": ["$$this", 0] },
             } })
         };
         if let Some(keep) = &self.keep_results {
-            set.insert("checkpoint.results", pick("$checkpoint.results", keep));
+            let all = self.before("checkpoint.results");
+            set.insert("checkpoint.results", pick("$checkpoint.results", all, keep));
         }
         if let Some(keep) = &self.keep_errors {
-            set.insert("checkpoint.errors", pick("$checkpoint.errors", keep));
+            let all = self.before("checkpoint.errors");
+            set.insert("checkpoint.errors", pick("$checkpoint.errors", all, keep));
         }
         if let Some(files) = &self.processed_files {
             set.insert("checkpoint.processed_files", literal(files.clone().into()));
@@ -178,6 +192,13 @@ impl Plan {
         for c in &self.counters {
             set_path(job, c.field, c.after.clone());
         }
+    }
+
+    fn before(&self, field: &str) -> usize {
+        self.sizes
+            .iter()
+            .find(|s| s.field == field)
+            .map_or(0, |s| s.before as usize)
     }
 
     /// How many entries the repair removes.
@@ -420,10 +441,13 @@ pub fn unchanged(job: &Document) -> Document {
             checkpoint.and_then(|c| c.get(field)),
         ));
     }
-    doc! {
-        "_id": job.get("_id").cloned().unwrap_or(Bson::Null),
-        "$expr": { "$and": all },
-    }
+    // Spelt as an explicit $and: one test server plans `{_id, $expr}` as a
+    // scan of the whole collection, though it finds the _id index for this
+    // form; both mean the same on mongod.
+    doc! { "$and": [
+        { "_id": job.get("_id").cloned().unwrap_or(Bson::Null) },
+        { "$expr": { "$and": all } },
+    ] }
 }
 
 /// An expression true while `path` holds `value` (or is missing, for none).
@@ -461,8 +485,9 @@ pub struct Candidate {
     pub id: Bson,
     pub name: String,
     pub status: Option<String>,
-    /// Entries beyond the first per file, as the audit counted them.
-    pub extra_entries: u64,
+    /// Entries beyond the first per file, as the audit counted them (when
+    /// the job was chosen by its audit).
+    pub extra_entries: Option<u64>,
 }
 
 impl Candidate {
@@ -492,10 +517,33 @@ pub fn repairable(kind: Kind) -> bool {
     )
 }
 
-/// The selected jobs, newest first: with `every`, all of them; otherwise
-/// those whose audit has a finding a repair deals with. Only digests cross
-/// the network (see [`crate::server`]).
-pub async fn candidates(jobs: &Jobs, selection: &Selection, every: bool) -> Result<Vec<Candidate>> {
+/// The jobs with these `job_id`s, newest first, whatever their state: a
+/// person named them. Only `_id`, `job_id` and `status` are read.
+pub async fn named(jobs: &Jobs, job_ids: &[String]) -> Result<Vec<Candidate>> {
+    let ids: Vec<Bson> = job_ids.iter().map(|s| Bson::String(s.clone())).collect();
+    let mut cursor = jobs
+        .collection
+        .find(doc! { "job_id": { "$in": ids } })
+        .projection(doc! { "_id": 1, "job_id": 1, "status": 1 })
+        .sort(doc! { "created_at": -1, "_id": -1 })
+        .await
+        .map_err(|e| jobs.error(e))?;
+    let mut found = Vec::new();
+    while let Some(item) = cursor.next().await {
+        let job = item.map_err(|e| jobs.error(e))?;
+        found.push(Candidate {
+            id: job.get("_id").cloned().unwrap_or(Bson::Null),
+            name: job_name(&job),
+            status: job.get_str("status").ok().map(str::to_owned),
+            extra_entries: None,
+        });
+    }
+    Ok(found)
+}
+
+/// The selected jobs, newest first, whose audit has a finding a repair
+/// deals with. Only digests cross the network (see [`crate::server`]).
+pub async fn candidates(jobs: &Jobs, selection: &Selection) -> Result<Vec<Candidate>> {
     let options = AggregateOptions::builder().allow_disk_use(true).build();
     let mut cursor = jobs
         .collection
@@ -508,12 +556,12 @@ pub async fn candidates(jobs: &Jobs, selection: &Selection, every: bool) -> Resu
         let raw = item.map_err(|e| jobs.error(e))?;
         let digest = server::from_server(&raw)?;
         let report = audit::audit(&digest);
-        if every || report.findings.iter().any(|f| repairable(f.kind)) {
+        if report.findings.iter().any(|f| repairable(f.kind)) {
             found.push(Candidate {
                 id: raw.get("_id").cloned().unwrap_or(Bson::Null),
                 name: digest.name().to_owned(),
                 status: digest.status.clone(),
-                extra_entries: report.counts.extra_entries,
+                extra_entries: Some(report.counts.extra_entries),
             });
         }
     }
@@ -818,6 +866,6 @@ mod tests {
         let text = g.to_string();
         assert!(text.contains("/a//1.jpg"));
         assert!(text.contains("m2"));
-        assert_eq!(g.get("_id"), Some(&Bson::Int32(7)));
+        assert!(text.contains("\"_id\": 7"), "{text}");
     }
 }
