@@ -155,7 +155,7 @@ async fn repair_all(args: &Args, options: Options) -> dupcheck::Result<Tally> {
             Some(spec) => Some(window::since(spec, Utc::now())?),
             None => None,
         },
-        jobs: args.jobs.clone(),
+        jobs: Vec::new(),
         statuses: Vec::new(),
         limit: None,
     };

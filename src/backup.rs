@@ -108,6 +108,11 @@ pub fn new_path(dir: &Path, doc: &Document, at: DateTime<Utc>) -> PathBuf {
         })
         .take(80)
         .collect();
+    let name = if name.is_empty() {
+        "job".to_owned()
+    } else {
+        name
+    };
     let stamp = at.format("%Y%m%dT%H%M%S%.3fZ");
     let mut path = dir.join(format!("{name}.{stamp}.json"));
     let mut n = 1;
@@ -485,6 +490,13 @@ mod tests {
         let first = new_path(dir.path(), &doc, at);
         fs::write(&first, "x").unwrap();
         assert_ne!(new_path(dir.path(), &doc, at), first);
+        let unnamed = new_path(dir.path(), &doc! { "_id": 2, "job_id": "" }, at);
+        assert!(unnamed
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("job."));
     }
 
     #[test]
