@@ -11,6 +11,14 @@
 //! Field paths through arrays of documents are written with `$map`, not
 //! `"$checkpoint.results.file_path"`: both give the same on mongod, and
 //! only `$map` works on every server dupcheck is tested against.
+//!
+//! What the pipeline costs the server is mostly what it copies. A server may
+//! copy a value each time an expression names it (SecantusDB does), and the
+//! results array, with its OCR text, is most of a document: so it is named
+//! as few times as the digest allows. And `$map` or `$filter` may copy every
+//! variable in scope for each element, so the per-path checks run in stages
+//! of their own, where nothing else is in scope, on one string holding every
+//! processed path rather than path by path. docs/benchmarks.md has figures.
 
 use bson::{doc, Bson, Document};
 use futures_util::stream::{Stream, StreamExt};
@@ -34,12 +42,30 @@ pub fn pipeline(selection: &Selection) -> Vec<Document> {
     if let Some(limit) = selection.limit {
         stages.push(newest_first.clone());
         stages.push(doc! { "$limit": limit as i64 });
-        stages.push(digest_stage());
+        stages.extend(digest_stages());
     } else {
-        stages.push(digest_stage());
+        stages.extend(digest_stages());
         stages.push(newest_first);
     }
     stages
+}
+
+// Working fields the digest stages add to each job document, and drop.
+const BYTES: &str = "$_dupcheck_bytes";
+const RESULTS_TYPE: &str = "$_dupcheck_results_type";
+const JOINED: &str = "$_dupcheck_processed_joined";
+const PATH_CHECK: &str = "$_dupcheck_path_check";
+
+/// The stages that turn job documents into digests.
+fn digest_stages() -> Vec<Document> {
+    // The size is of the document as stored, before fields are added.
+    let first = doc! { "$addFields": {
+        &BYTES[1..]: { "$bsonSize": "$$ROOT" },
+        &RESULTS_TYPE[1..]: { "$type": "$checkpoint.results" },
+        &JOINED[1..]: joined_paths(),
+    } };
+    let second = doc! { "$addFields": { &PATH_CHECK[1..]: path_check() } };
+    vec![first, second, digest_stage()]
 }
 
 fn array_or_empty(field: &str) -> Bson {
@@ -104,6 +130,101 @@ fn base_name() -> Document {
     ] }
 }
 
+/// Every processed path on a line of its own, between line breaks: `"\n"`,
+/// then each path and `"\n"`. A processed file that is not a string is
+/// written `//`, which the odd-spelling check always catches.
+fn joined_paths() -> Document {
+    doc! { "$reduce": {
+        "input": array_or_empty("$checkpoint.processed_files"),
+        "initialValue": "\n",
+        "in": { "$cond": [
+            { "$eq": [{ "$type": "$$this" }, "string"] },
+            { "$concat": ["$$value", "$$this", "\n"] },
+            { "$concat": ["$$value", "//\n"] },
+        ] },
+    } }
+}
+
+fn str_len(of: impl Into<Bson>) -> Bson {
+    Bson::Document(doc! { "$strLenBytes": of.into() })
+}
+
+fn replace_all(input: impl Into<Bson>, find: impl Into<Bson>, with: &str) -> Bson {
+    Bson::Document(doc! { "$replaceAll": {
+        "input": input.into(), "find": find.into(), "replacement": with
+    } })
+}
+
+/// Whether a processed path is spelt oddly or two share a base name: the
+/// path-related part of the verdict. The digest stage uses it only beside
+/// its count checks, and when those pass the results' and errors' paths
+/// are exactly the processed files, none repeated; so checking processed
+/// files alone is checking every path. The common case costs a handful of
+/// operators per job on the joined string; a path holding a line break,
+/// or paths in several folders, are checked path by path.
+fn path_check() -> Document {
+    let processed = array_or_empty("$checkpoint.processed_files");
+    let count = Bson::Document(doc! { "$size": processed.clone() });
+
+    // One line per path: no path holds a line break of its own. Then each
+    // search below can only match within one path, or at its ends.
+    let one_per_line = doc! { "$eq": [
+        { "$subtract": [str_len(JOINED), str_len(replace_all(JOINED, "\n", ""))] },
+        { "$add": [count.clone(), 1] },
+    ] };
+    let has = |s: &str| doc! { "$gte": [{ "$indexOfBytes": [JOINED, s] }, 0] };
+    // The same conditions as odd_path(), path by path: not ASCII, "//",
+    // "/./", leading "./", trailing "/", empty, trailing "/.".
+    let odd_line = doc! { "$or": [
+        { "$ne": [str_len(JOINED), { "$strLenCP": JOINED }] },
+        has("//"), has("/./"), has("\n./"), has("/\n"), has("\n\n"), has("/.\n"),
+    ] };
+    let odd_one = doc! { "$gt": [
+        { "$size": { "$filter": { "input": processed.clone(), "cond": odd_path() } } }, 0
+    ] };
+
+    // All in the folder of the first path, each a name without "/" after
+    // it: then no two share a base name. Removing "\n<folder>/" from the
+    // start of every line must shorten the joined string by that much per
+    // path and leave no "/".
+    let folder = doc! { "$substrBytes": [
+        "$$first", 0,
+        { "$subtract": [
+            str_len("$$first"),
+            str_len(doc! { "$arrayElemAt": [{ "$split": ["$$first", "/"] }, -1] }),
+        ] },
+    ] };
+    let rest = replace_all(JOINED, doc! { "$concat": ["\n", "$$folder"] }, "\n");
+    let one_folder = doc! { "$let": {
+        "vars": { "first": { "$arrayElemAt": [processed.clone(), 0] } },
+        "in": { "$cond": [
+            { "$eq": [{ "$type": "$$first" }, "string"] },
+            { "$let": { "vars": { "folder": folder }, "in": { "$let": {
+                "vars": { "rest": rest },
+                "in": { "$and": [
+                    one_per_line.clone(),
+                    { "$gt": [str_len("$$folder"), 0] },
+                    { "$eq": [
+                        { "$subtract": [str_len(JOINED), str_len("$$rest")] },
+                        { "$multiply": [count, str_len("$$folder")] },
+                    ] },
+                    { "$eq": [{ "$indexOfBytes": ["$$rest", "/"] }, -1] },
+                ] },
+            } } } },
+            false,
+        ] },
+    } };
+    let names_collide = doc! { "$let": {
+        "vars": { "names": { "$map": { "input": processed, "in": base_name() } } },
+        "in": { "$ne": [distinct(Bson::String("$$names".into())), size("$$names")] },
+    } };
+
+    doc! { "$or": [
+        { "$cond": [one_per_line, odd_line, odd_one] },
+        { "$cond": [one_folder, false, names_collide] },
+    ] }
+}
+
 fn digest_stage() -> Document {
     // The inner $let sees the four lists and their distinct sets.
     let verdict = doc! { "$or": [
@@ -113,11 +234,7 @@ fn digest_stage() -> Document {
         { "$ne": [size("$$all"), size("$$up")] },
         { "$ne": [size("$$rec"), size("$$up")] },
         { "$gt": [{ "$size": { "$setIntersection": ["$$ur", "$$ue"] } }, 0] },
-        { "$gt": [{ "$size": { "$filter": { "input": "$$all", "cond": odd_path() } } }, 0] },
-        { "$ne": [
-            distinct(Bson::Document(doc! { "$map": { "input": "$$all", "in": base_name() } })),
-            size("$$all"),
-        ] },
+        PATH_CHECK,
     ] };
 
     let inner = doc! {
@@ -154,16 +271,22 @@ fn digest_stage() -> Document {
         "progress_current": "$progress.current",
         "summary_successful": "$results.summary.successful",
         "summary_failed": "$results.summary.failed",
-        "bytes": { "$bsonSize": "$$ROOT" },
+        "bytes": BYTES,
         "shapes": {
-            "results": { "$type": "$checkpoint.results" },
+            "results": RESULTS_TYPE,
             "errors": { "$type": "$checkpoint.errors" },
             "processed": { "$type": "$checkpoint.processed_files" },
             "message_ids": { "$type": "$checkpoint.processed_message_ids" },
         },
         "facts": { "$let": {
             "vars": {
-                "rp": paths_of("$checkpoint.results"),
+                // The results array is named once more, only if an array.
+                "rp": { "$map": {
+                    "input": { "$cond": [
+                        { "$eq": [RESULTS_TYPE, "array"] }, "$checkpoint.results", []
+                    ] },
+                    "in": "$$this.file_path",
+                } },
                 "ep": paths_of("$checkpoint.errors"),
                 "pf": array_or_empty("$checkpoint.processed_files"),
                 "mi": array_or_empty("$checkpoint.processed_message_ids"),
