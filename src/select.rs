@@ -44,7 +44,7 @@ impl Selection {
         created_at: Option<DateTime<Utc>>,
     ) -> bool {
         if let Some(since) = self.since {
-            if !created_at.is_some_and(|t| t >= since) {
+            if created_at.is_none_or(|t| t < since) {
                 return false;
             }
         }
