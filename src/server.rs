@@ -311,7 +311,10 @@ pub async fn digests<'a>(
     jobs: &'a Jobs,
     selection: &Selection,
 ) -> Result<impl Stream<Item = Result<JobDigest>> + 'a> {
-    let options = AggregateOptions::builder().allow_disk_use(true).build();
+    let options = AggregateOptions::builder()
+        .allow_disk_use(true)
+        .batch_size(100)
+        .build();
     let cursor = jobs
         .collection
         .aggregate(pipeline(selection))
