@@ -1,6 +1,7 @@
 //! What every subcommand shares: connection flags, the outcome and exit
 //! status, messages on stderr, and whether to use colour.
 
+use std::borrow::Cow;
 use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -112,7 +113,7 @@ pub fn finish(outcome: Outcome) -> ExitCode {
             ExitCode::from(0)
         }
         Outcome::Failed(e) => {
-            say!("{}", e.message);
+            say!("{}", shown(&dupcheck::connect::redact_all(&e.message)));
             ExitCode::from(2)
         }
     }
@@ -126,10 +127,96 @@ pub fn runtime() -> dupcheck::Result<tokio::runtime::Runtime> {
         .map_err(|e| Error::io("cannot start the async runtime", e))
 }
 
-/// Whether to colour what goes to stdout: only on a terminal, never with
-/// `NO_COLOR` set to anything non-empty.
+/// Writes a line to stdout for a command whose work must not stop when its
+/// reader goes away (`| head`): a write that fails is dropped.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// Whether to colour what goes to stdout: only on a terminal that can show
+/// it, never with `NO_COLOR` set to anything non-empty.
 pub fn colour() -> bool {
-    io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+    io::stdout().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::env::var_os("TERM").is_none_or(|t| t != "dumb")
+}
+
+/// Text from the database made safe to print on a terminal: control
+/// characters (escape sequences, carriage returns, newlines) and the
+/// bidirectional overrides are shown escaped, so a file name cannot
+/// rewrite the screen or forge a line of the report. JSON and CSV output
+/// carry the text as it is; their formats quote it.
+pub fn shown(text: &str) -> Cow<'_, str> {
+    let risky =
+        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !text.chars().any(risky) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if risky(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Stdout that outlives its reader: once a write meets a closed pipe, the
+/// rest of the output is dropped and [`Quiet::closed`] says so. Commands
+/// that change data finish their work whatever happens to their output.
+pub struct Quiet<W: Write> {
+    inner: W,
+    closed: bool,
+}
+
+impl<W: Write> Quiet<W> {
+    pub fn new(inner: W) -> Quiet<W> {
+        Quiet {
+            inner,
+            closed: false,
+        }
+    }
+
+    /// Whether the reader has gone away.
+    pub fn closed(&self) -> bool {
+        self.closed
+    }
+
+    fn absorb<T>(&mut self, r: io::Result<T>, dropped: T) -> io::Result<T> {
+        match r {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(dropped)
+            }
+            other => other,
+        }
+    }
+}
+
+impl<W: Write> Write for Quiet<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.closed {
+            return Ok(buf.len());
+        }
+        let r = self.inner.write(buf);
+        self.absorb(r, buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        let r = self.inner.flush();
+        self.absorb(r, ())
+    }
 }
 
 /// Turns a write error on stdout into ours.
@@ -140,4 +227,13 @@ pub fn out_err(e: io::Error) -> Error {
 /// Flushes stdout, reporting a closed pipe as such.
 pub fn flush(out: &mut impl Write) -> dupcheck::Result<()> {
     out.flush().map_err(out_err)
+}
+
+/// `1 job`, `2 jobs`.
+pub fn plural(n: u64, one: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {one}s")
+    }
 }

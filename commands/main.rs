@@ -26,8 +26,8 @@ Exit status:
      credentials, unreadable input; anything else printed says how far
      it got";
 
-/// Find, watch, repair and prevent duplicate processing in the bulk job
-/// records an OCR pipeline keeps in MongoDB.
+/// Find, repair and prevent duplicate processing in the bulk job records an
+/// OCR pipeline keeps in MongoDB.
 #[derive(Parser)]
 #[command(name = "dupcheck", version, after_help = EXIT_STATUS)]
 struct Cli {
@@ -45,7 +45,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return flag_error(e),
+    };
     let outcome = match cli.command {
         Command::Scan(args) => scan::run(args),
         Command::Repair(args) => repair::run(args),
@@ -54,4 +57,24 @@ fn main() -> ExitCode {
         Command::Index(args) => index::run(args),
     };
     common::finish(outcome)
+}
+
+/// Help and version go to stdout with status 0; a flag error goes to
+/// stderr with status 2, with any connection string's password masked
+/// (the parser echoes a stray argument as it was typed).
+fn flag_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    use std::io::Write;
+
+    let text = dupcheck::connect::redact_all(&e.render().to_string());
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = write!(std::io::stdout(), "{text}");
+            ExitCode::from(0)
+        }
+        _ => {
+            let _ = write!(std::io::stderr(), "{text}");
+            ExitCode::from(2)
+        }
+    }
 }

@@ -6,6 +6,7 @@
 //! streaming cursor. JSON and CSV are written as jobs arrive; the table
 //! keeps one small row per job until the end.
 
+use std::collections::HashSet;
 use std::io::{self, IsTerminal, Write};
 
 use chrono::Utc;
@@ -20,7 +21,7 @@ use dupcheck::digest::JobDigest;
 use dupcheck::select::Selection;
 use dupcheck::{dump, window, Error};
 
-use crate::common::{self, out_err, Outcome, Source};
+use crate::common::{self, out_err, plural, shown, Outcome, Source};
 use crate::say;
 
 /// Audit jobs for duplicate results and inconsistent counters
@@ -50,7 +51,8 @@ pub struct Args {
     statuses: Vec<String>,
 
     /// At most this many jobs, newest first
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=i64::MAX as u64))]
     limit: Option<u64>,
 
     /// Output format
@@ -83,7 +85,25 @@ pub fn run(args: Args) -> Outcome {
         }
     };
     let failure = read.err();
+    let missing = sink.missing(&selection);
     let finished = sink.finish(failure.as_ref());
+
+    // A job named with --job that no document carries is an error, as in
+    // repair and export; with other filters it may just be outside them.
+    let filtered = selection.since.is_some() || !selection.statuses.is_empty();
+    for id in &missing {
+        if filtered {
+            say!(
+                "job {}: not selected (no such job_id, or outside --since/--status)",
+                shown(id)
+            );
+        } else {
+            say!("job {}: no such job_id", shown(id));
+        }
+    }
+    if failure.is_none() && !missing.is_empty() && !filtered {
+        return Outcome::Incomplete;
+    }
 
     match (failure, finished) {
         (_, Err(e)) => Outcome::Failed(e),
@@ -205,6 +225,8 @@ struct Sink<'a> {
     out: io::StdoutLock<'a>,
     tally: Tally,
     rows: Vec<JobReport>,
+    /// job_ids met, to tell which `--job` ids match no document.
+    seen: HashSet<String>,
     colour: bool,
 }
 
@@ -241,6 +263,7 @@ impl<'a> Sink<'a> {
             out,
             tally: Tally::default(),
             rows: Vec::new(),
+            seen: HashSet::new(),
             colour: common::colour(),
         };
         match format {
@@ -270,6 +293,9 @@ impl<'a> Sink<'a> {
     }
 
     fn job(&mut self, digest: &JobDigest) -> dupcheck::Result<()> {
+        if let Some(id) = &digest.job_id {
+            self.seen.insert(id.clone());
+        }
         let report = audit(digest);
         self.tally.jobs += 1;
         self.tally.findings += report.findings.len() as u64;
@@ -291,6 +317,18 @@ impl<'a> Sink<'a> {
             }
         }
         Ok(())
+    }
+
+    /// The `--job` ids no audited job carried.
+    fn missing(&self, selection: &Selection) -> Vec<String> {
+        let mut missing: Vec<String> = selection
+            .jobs
+            .iter()
+            .filter(|id| !self.seen.contains(*id))
+            .cloned()
+            .collect();
+        missing.dedup();
+        missing
     }
 
     fn csv_header(&mut self) -> dupcheck::Result<()> {
@@ -401,8 +439,8 @@ impl<'a> Sink<'a> {
                 (findings, dups)
             };
             table.add_row(vec![
-                Cell::new(r.name()),
-                Cell::new(r.status.as_deref().unwrap_or("-")),
+                Cell::new(shown(r.name())),
+                Cell::new(shown(r.status.as_deref().unwrap_or("-"))),
                 Cell::new(num(r.counts.total_files)),
                 Cell::new(r.counts.results),
                 Cell::new(r.counts.errors),
@@ -423,19 +461,26 @@ impl<'a> Sink<'a> {
             writeln!(
                 self.out,
                 "\n{bold}{}{off} ({})",
-                r.name(),
-                r.status.as_deref().unwrap_or("no status")
+                shown(r.name()),
+                shown(r.status.as_deref().unwrap_or("no status"))
             )
             .map_err(out_err)?;
             for f in &r.findings {
-                writeln!(self.out, "  {red}{:<26}{off} {}", f.kind.name(), f.message)
-                    .map_err(out_err)?;
+                writeln!(
+                    self.out,
+                    "  {red}{:<26}{off} {}",
+                    f.kind.name(),
+                    shown(&f.message)
+                )
+                .map_err(out_err)?;
             }
         }
         writeln!(
             self.out,
-            "\n{} jobs audited, {} with findings ({} findings)",
-            t.jobs, t.with_findings, t.findings
+            "\n{} audited, {} with findings ({})",
+            plural(t.jobs, "job"),
+            t.with_findings,
+            plural(t.findings, "finding")
         )
         .map_err(out_err)
     }

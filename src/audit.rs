@@ -168,7 +168,10 @@ pub fn audit(digest: &JobDigest) -> JobReport {
         let extra = sizes.message_ids - sizes.distinct_message_ids;
         let mut f = Finding::new(
             Kind::RepeatedMessageId,
-            format!("{extra} repeated entries in checkpoint.processed_message_ids"),
+            format!(
+                "{extra} repeated {} in checkpoint.processed_message_ids",
+                if extra == 1 { "entry" } else { "entries" }
+            ),
         );
         f.field = Some("checkpoint.processed_message_ids".to_owned());
         f.count = Some(extra);
@@ -179,7 +182,7 @@ pub fn audit(digest: &JobDigest) -> JobReport {
         let mut f = Finding::new(
             Kind::NearSizeLimit,
             format!(
-                "document is {:.1} MiB, close to MongoDB's 16 MiB limit",
+                "document is {:.2} MiB, close to MongoDB's 16 MiB limit",
                 bytes as f64 / 1048576.0
             ),
         );
@@ -238,9 +241,10 @@ fn shape_findings(digest: &JobDigest, out: &mut Vec<Finding>) {
     for (field, shape, required) in shapes {
         match shape {
             Shape::Missing if required => out.push(malformed(field, format!("{field} is missing"))),
-            Shape::NotArray(ty) => {
-                out.push(malformed(field, format!("{field} is a {ty}, not an array")))
-            }
+            Shape::NotArray(ty) => out.push(malformed(
+                field,
+                format!("{field} is {}, not an array", a(ty)),
+            )),
             _ => {}
         }
     }
@@ -267,7 +271,7 @@ fn shape_findings(digest: &JobDigest, out: &mut Vec<Finding>) {
         match counter {
             Counter::WrongType(ty) => out.push(malformed(
                 field,
-                format!("{field} is a {ty}, not a whole number"),
+                format!("{field} is {}, not a whole number", a(ty)),
             )),
             Counter::Missing if field == "consumed_count" => {
                 out.push(malformed(field, format!("{field} is missing")))
@@ -315,10 +319,11 @@ fn path_findings(lists: &PathLists, out: &mut Vec<Finding>) -> FileCounts {
             }
         }
         if !invalid.is_empty() {
-            let what = if which == 2 {
-                "entries"
-            } else {
-                "entries without a string file_path"
+            let what = match (which == 2, invalid.len() == 1) {
+                (true, true) => "entry that is not a string",
+                (true, false) => "entries that are not strings",
+                (false, true) => "entry without a string file_path",
+                (false, false) => "entries without a string file_path",
             };
             out.push(malformed(
                 field,
@@ -458,14 +463,14 @@ fn counter_findings(digest: &JobDigest, files: &FileCounts, out: &mut Vec<Findin
         if actual == expected {
             return;
         }
-        let mut f = Finding::new(kind, format!("{field} is {actual}, but {expected} {why}"));
+        let mut f = Finding::new(kind, format!("{field} is {actual}, but {why}: {expected}"));
         f.field = Some(field.to_owned());
         f.expected = Some(expected);
         f.actual = Some(actual);
         out.push(f);
     };
 
-    let recorded_why = "distinct files have a result or an error";
+    let recorded_why = "distinct files with a result or an error";
     check(
         Kind::ConsumedCountMismatch,
         "consumed_count",
@@ -507,14 +512,22 @@ fn counter_findings(digest: &JobDigest, files: &FileCounts, out: &mut Vec<Findin
             "results.summary.successful",
             &c.summary_successful,
             files.with_result as i64,
-            "distinct files have a result",
+            "distinct files with a result",
         );
         check(
             Kind::SummaryMismatch,
             "results.summary.failed",
             &c.summary_failed,
             files.only_error as i64,
-            "distinct files have only an error",
+            "distinct files with only an error",
         );
+    }
+}
+
+/// A type name with its article: `a string`, `an object`.
+pub(crate) fn a(type_name: &str) -> String {
+    match type_name.chars().next() {
+        Some('a' | 'e' | 'i' | 'o' | 'u') => format!("an {type_name}"),
+        _ => format!("a {type_name}"),
     }
 }

@@ -72,6 +72,26 @@ impl Jobs {
             err
         })?;
 
+        // A mistyped --db or --collection would otherwise look like a
+        // collection with no jobs in it: a clean scan, nothing to repair.
+        if target.collection.is_empty() {
+            return Err(Error::usage("--collection must not be empty"));
+        }
+        let found = db
+            .list_collection_names()
+            .filter(doc! { "name": &target.collection })
+            .await
+            .map_err(&fail)?;
+        if found.is_empty() {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "no collection {:?} in database {:?} (check --db and --collection)",
+                    target.collection, target.db
+                ),
+            ));
+        }
+
         Ok(Jobs {
             collection: db.collection(&target.collection),
             client,
@@ -107,7 +127,9 @@ fn from_driver(e: mongodb::error::Error, secret: Option<&str>) -> Error {
         DriverKind::Command(ref c) => {
             format!("server error {} ({}): {}", c.code, c.code_name, c.message)
         }
-        _ => first_line(&e.to_string()),
+        // The kind alone: the error's own text appends labels and sources
+        // that mean nothing to a person.
+        _ => first_line(&e.kind.to_string()),
     };
     Error::new(kind, scrub(&text, secret))
 }
@@ -152,6 +174,29 @@ pub fn redact(uri: &str) -> String {
     }
 }
 
+/// Masks the password of every connection string found in a text, such
+/// as a flag parser's message that echoes a mistyped argument.
+pub fn redact_all(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("mongodb") {
+        let (before, from) = rest.split_at(at);
+        out.push_str(before);
+        let end = from
+            .find(|c: char| c.is_whitespace() || matches!(c, '\'' | '"' | '`'))
+            .unwrap_or(from.len());
+        let (uri, after) = from.split_at(end);
+        if uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://") {
+            out.push_str(&redact(uri));
+        } else {
+            out.push_str(uri);
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
 fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -187,6 +232,19 @@ mod tests {
             scrub(msg, password(uri).as_deref()),
             "auth failed for reader with **** and ****"
         );
+    }
+
+    #[test]
+    fn passwords_in_any_text_are_hidden() {
+        let text = "error: unexpected argument 'mongodb://admin:S3cr3t@h:1/' found, \
+                    and \"mongodb+srv://u:p%40ss@c.example/db?x=1\" too";
+        let masked = redact_all(text);
+        assert!(
+            !masked.contains("S3cr3t") && !masked.contains("p%40ss"),
+            "{masked}"
+        );
+        assert!(masked.contains("mongodb://admin:****@h:1/"), "{masked}");
+        assert_eq!(redact_all("no uri here"), "no uri here");
     }
 
     #[test]

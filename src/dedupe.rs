@@ -98,8 +98,8 @@ pub fn clean(job: &Document, policy: Policy) -> Result<Clean> {
             None if !required => Ok(None),
             None => Err(bad(format!("checkpoint.{field} is missing"))),
             Some(other) => Err(bad(format!(
-                "checkpoint.{field} is a {}, not an array",
-                type_name(other)
+                "checkpoint.{field} is {}, not an array",
+                crate::audit::a(type_name(other))
             ))),
         }
     };
@@ -240,8 +240,8 @@ fn entries<'a>(
                 ))),
             },
             other => Err(bad(format!(
-                "checkpoint.{field}[{index}] is a {}, not a document",
-                type_name(other)
+                "checkpoint.{field}[{index}] is {}, not a document",
+                crate::audit::a(type_name(other))
             ))),
         })
         .collect()

@@ -38,33 +38,52 @@ impl fmt::Display for Place {
     }
 }
 
-/// Calls `each` with every document of the dump at `path`, or with the
-/// error for a document that could not be read. The returned error is for
-/// a failure that stopped reading.
+/// Calls `each` with every document of the dump at `path` (`-` for
+/// standard input), or with the error for a document that could not be
+/// read. The returned error is for a failure that stopped reading.
 pub fn read(path: &Path, mut each: impl FnMut(Place, Result<Document>)) -> Result<()> {
+    if path.as_os_str() == "-" {
+        let stdin = std::io::stdin();
+        return read_from(stdin.lock(), "standard input", false, &mut each);
+    }
     let shown = path.display().to_string();
     let file = File::open(path).map_err(|e| Error::io(&format!("cannot open {shown}"), e))?;
-    let mut reader = BufReader::with_capacity(1 << 16, file);
+    let bson_name = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("bson"));
+    read_from(
+        BufReader::with_capacity(1 << 16, file),
+        &shown,
+        bson_name,
+        &mut each,
+    )
+}
 
-    let first = loop {
-        let buf = reader
-            .fill_buf()
-            .map_err(|e| Error::io(&format!("cannot read {shown}"), e))?;
-        match buf.iter().position(|b| !b.is_ascii_whitespace()) {
-            Some(at) => break Some(buf[at]),
-            None if buf.is_empty() => break None,
-            None => {
-                let n = buf.len();
-                reader.consume(n);
-            }
-        }
-    };
+/// Tells the form from the first bytes, without consuming them: a BSON
+/// document's length can begin with a byte that looks like white space.
+fn read_from(
+    mut reader: impl BufRead,
+    shown: &str,
+    bson_name: bool,
+    each: &mut impl FnMut(Place, Result<Document>),
+) -> Result<()> {
+    let buf = reader
+        .fill_buf()
+        .map_err(|e| Error::io(&format!("cannot read {shown}"), e))?;
+    if buf.is_empty() {
+        return Ok(());
+    }
+    let first_text = buf.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    let looks_like_text = buf[0].is_ascii_graphic() || buf[0].is_ascii_whitespace();
 
-    match first {
-        None => Ok(()),
-        Some(b'[') => read_array(reader, &shown, &mut each),
-        Some(b'{') => read_lines(reader, &shown, &mut each),
-        Some(_) => read_bson(reader, &shown, &mut each),
+    match first_text {
+        _ if bson_name => read_bson(reader, shown, each),
+        Some(b'[') => read_array(reader, shown, each),
+        // Anything else that reads as text is taken for JSON lines, so each
+        // bad line is reported for what it is.
+        Some(b'{') | None => read_lines(reader, shown, each),
+        Some(_) if looks_like_text => read_lines(reader, shown, each),
+        Some(_) => read_bson(reader, shown, each),
     }
 }
 
@@ -72,8 +91,8 @@ fn from_json(value: serde_json::Value) -> Result<Document> {
     match Bson::try_from(value) {
         Ok(Bson::Document(doc)) => Ok(doc),
         Ok(other) => Err(Error::input(format!(
-            "expected a document, found a {}",
-            crate::digest::type_name(&other)
+            "expected a document, found {}",
+            crate::audit::a(crate::digest::type_name(&other))
         ))),
         Err(e) => Err(Error::input(format!("not valid Extended JSON: {e}"))),
     }

@@ -321,7 +321,10 @@ fn counters(
         match Counter::from_bson(value) {
             Counter::Value(n) => Ok(Some(n)),
             Counter::Missing => Ok(None),
-            Counter::WrongType(ty) => Err(bad(format!("{field} is a {ty}, not a whole number"))),
+            Counter::WrongType(ty) => Err(bad(format!(
+                "{field} is {}, not a whole number",
+                crate::audit::a(&ty)
+            ))),
         }
     };
     let change = |field: &'static str, old: &Bson, now: i64, to: i64| {

@@ -1021,15 +1021,15 @@ async fn malformed_records_are_findings_and_the_scan_goes_on() {
     );
     assert_eq!(
         message("no-file-path", 0),
-        "checkpoint.results: 1 entries without a string file_path at 1 (missing)"
+        "checkpoint.results: 1 entry without a string file_path at 1 (missing)"
     );
     assert_eq!(
         message("non-string-paths", 0),
-        "checkpoint.results: 1 entries without a string file_path at 2 (int)"
+        "checkpoint.results: 1 entry without a string file_path at 2 (int)"
     );
     assert_eq!(
         message("non-string-paths", 1),
-        "checkpoint.processed_files: 1 entries at 2 (int)"
+        "checkpoint.processed_files: 1 entry that is not a string at 2 (int)"
     );
     assert_eq!(reports[&no_job_id]["job_id"], Value::Null);
     assert_eq!(reports[&no_job_id]["id"], no_job_id.as_str());
@@ -1685,14 +1685,19 @@ async fn table_output_lists_jobs_and_details() {
     assert!(!text.contains("tab-clean ("), "a clean job has no details");
     assert_eq!(
         lines.last().unwrap().trim(),
-        "2 jobs audited, 1 with findings (1 findings)"
+        "2 jobs audited, 1 with findings (1 finding)"
     );
     assert!(!text.contains('\x1b'));
 
     // Nothing selected.
-    let out = dupcheck(scan_args(&t, &["--job", "nope"]));
+    let out = dupcheck(scan_args(&t, &["--all", "--status", "no-such-status"]));
     assert_eq!(code(&out), 0);
     assert_eq!(stdout(&out).trim(), "no jobs selected");
+
+    // A job asked for by id that does not exist is an error, as in repair.
+    let out = dupcheck(scan_args(&t, &["--job", "nope"]));
+    assert_eq!(code(&out), 2);
+    assert_eq!(stderr(&out).trim(), "dupcheck: job nope: no such job_id");
 }
 
 #[tokio::test]
@@ -1794,7 +1799,7 @@ async fn json_output_has_the_documented_shape() {
     );
 
     // Nothing selected is still a whole document.
-    let (v, out) = scan_server(&t, &["--job", "nope"]);
+    let (v, out) = scan_server(&t, &["--all", "--status", "no-such-status"]);
     assert_eq!(code(&out), 0);
     assert_eq!(v["jobs"], json!([]));
     assert_eq!(v["summary"]["jobs"], 0);
@@ -1910,7 +1915,10 @@ async fn csv_output_reads_back() {
     assert_eq!(dup["count"], "2");
 
     // No jobs: the header alone.
-    let out = dupcheck(scan_args(&t, &["--job", "nope", "--format", "csv"]));
+    let out = dupcheck(scan_args(
+        &t,
+        &["--all", "--status", "no-such-status", "--format", "csv"],
+    ));
     assert_eq!(code(&out), 0);
     assert_eq!(stdout(&out).lines().count(), 1);
     assert!(stdout(&out).starts_with("job_id,id,status,"));
@@ -2021,6 +2029,12 @@ async fn selection_flags_pick_the_right_jobs() {
         .format("%Y-%m-%d")
         .to_string();
     let five_hours_ago = (Utc::now() - chrono::Duration::hours(5)).to_rfc3339();
+    // A --job id no document carries is an error on both sources.
+    let (_, out) = scan_server(&t, &["--job", "nope"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let (_, out) = scan_file(&dump, &["--job", "nope"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+
     let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
         (vec!["--since", "1h"], vec!["new"]),
         (vec!["--since", "90m"], vec!["new"]),
@@ -2035,7 +2049,6 @@ async fn selection_flags_pick_the_right_jobs() {
             vec!["ancient", "old"],
         ),
         (vec!["--job", "old", "--since", "1h"], vec![]),
-        (vec!["--job", "nope"], vec![]),
         (
             vec!["--status", "completed", "--status", "paused", "--all"],
             vec!["ancient", "old"],
@@ -2126,7 +2139,16 @@ async fn exit_status_is_0_clean_and_1_found() {
         assert_eq!(code(&out), 1, "{format}: {}", stderr(&out));
         assert_eq!(stderr(&out), "");
     }
-    // An empty collection is not an error.
+    // A collection that does not exist is a typo until shown otherwise;
+    // an empty one is not an error.
+    let out = dupcheck(scan_args(&t, &["--all", "--collection", "nothing_here"]));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no collection \"nothing_here\""),
+        "{}",
+        stderr(&out)
+    );
+    t.db.create_collection("nothing_here").await.unwrap();
     let out = dupcheck(scan_args(&t, &["--all", "--collection", "nothing_here"]));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 }
@@ -2230,7 +2252,14 @@ async fn refused_credentials_exit_2_and_never_show_a_password() {
     let (user, right) = credentials(&good);
     assert!(!right.is_empty());
 
-    // The right password works: an empty database scans clean.
+    // The right password works: an empty collection scans clean.
+    mongodb::Client::with_uri_str(&good)
+        .await
+        .unwrap()
+        .database("dc_auth_probe")
+        .create_collection("bulk_jobs")
+        .await
+        .ok();
     let out = dupcheck(["scan", "--uri", &good, "--db", "dc_auth_probe", "--all"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(!stdout(&out).contains(&right) && !stderr(&out).contains(&right));

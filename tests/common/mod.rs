@@ -54,6 +54,11 @@ impl TestDb {
         let client = Client::with_options(options).expect("client");
         let db = client.database(&name);
         db.drop().await.expect("drop test database");
+        // dupcheck refuses a collection that does not exist (a mistyped
+        // --db or --collection), so every test starts with an empty one.
+        db.create_collection("bulk_jobs")
+            .await
+            .expect("create bulk_jobs");
         let jobs = db.collection("bulk_jobs");
         TestDb {
             client,
