@@ -81,13 +81,15 @@ impl Clean {
     }
 }
 
-/// The clean view of a job document, or why it cannot be made safely.
+/// The clean view of a job document, or why it cannot be made safely: the
+/// error says what is wrong with the record (`job <id>: <what>`), and the
+/// caller adds what it does about it.
 pub fn clean(job: &Document, policy: Policy) -> Result<Clean> {
     let name = job
         .get_str("job_id")
         .map(str::to_owned)
         .unwrap_or_else(|_| crate::digest::id_text(job.get("_id")));
-    let bad = |what: String| Error::input(format!("job {name}: {what}; left as it is"));
+    let bad = |what: String| Error::input(format!("job {name}: {what}"));
 
     let checkpoint = job
         .get_document("checkpoint")

@@ -230,7 +230,7 @@ fn set_path(doc: &mut Document, path: &str, value: Bson) {
 pub fn plan(job: &Document, policy: Policy) -> Result<Plan> {
     let clean = dedupe::clean(job, policy)?;
     let name = job_name(job);
-    let bad = |what: String| Error::input(format!("job {name}: {what}; left as it is"));
+    let bad = |what: String| Error::input(format!("job {name}: {what}"));
     let checkpoint = job
         .get_document("checkpoint")
         .map_err(|_| bad("checkpoint is not a document".into()))?;
