@@ -7,7 +7,7 @@
 #![allow(dead_code)]
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -104,14 +104,47 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dupcheck"));
-    cmd.args(args)
-        .env_remove("MONGODB_URI")
-        .env("NO_COLOR", "1");
+    let mut cmd = dupcheck_command(args);
     if let Some(dir) = dir {
         cmd.current_dir(dir);
     }
     cmd.output().expect("run dupcheck")
+}
+
+/// Runs a command with its stdout a pipe whose reader has already gone,
+/// as after `| head` or `| true`: every write to stdout fails with a broken
+/// pipe. Stderr is captured; stdin is empty.
+pub fn with_stdout_closed(mut cmd: Command) -> Output {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("run the command");
+    // Dropped before the program has connected to anything, so before its
+    // first line of output.
+    drop(child.stdout.take());
+    child.wait_with_output().expect("wait for the command")
+}
+
+/// The dupcheck binary with these arguments, not yet run.
+pub fn dupcheck_command<I, S>(args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dupcheck"));
+    cmd.args(args)
+        .env_remove("MONGODB_URI")
+        .env("NO_COLOR", "1");
+    cmd
+}
+
+/// Whether a program's output holds a raw control or bidi character that
+/// a terminal would act on (a newline ends a line, and is allowed).
+pub fn raw_control(text: &str) -> Option<char> {
+    text.chars().find(|&c| {
+        (c.is_control() && c != '\n')
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    })
 }
 
 pub fn stdout(o: &Output) -> String {
