@@ -13,14 +13,16 @@ use clap::Args as ClapArgs;
 use dupcheck::backup::{self, Restored};
 use dupcheck::{repair, ErrorKind};
 
-use crate::common::{self, out_err, Outcome, Server};
+use crate::common::{self, out_err, shown, Outcome, Quiet, Server};
 use crate::say;
 
 const AFTER_HELP: &str = "\
 Exit status:
   0  every backup was put back (or the job already was as in it)
   1  some job was left as it is because it changed since its repair
-  2  something failed: bad flags, unreadable backup, unreachable server";
+  2  something failed: bad flags, unreadable backup, a backup whose header
+     names another job than the document it holds (unless --force),
+     unreachable server";
 
 /// Put a job's document back as a repair's backup holds it
 #[derive(ClapArgs, Debug)]
@@ -32,7 +34,8 @@ pub struct Args {
 
     /// Restore even if the job changed since its repair (the changes are
     /// lost, though the current state is backed up first), no longer
-    /// exists, or the backup names another database or collection
+    /// exists, the backup names another database or collection, or its
+    /// header names another job than the document it holds
     #[arg(long)]
     force: bool,
 
@@ -54,26 +57,42 @@ pub fn run(args: Args) -> Outcome {
         Err(e) => return Outcome::Failed(e),
     };
     let (db, coll) = repair::namespace(&jobs);
+    // A closed stdout (`| head`) must not stop the restores: what would
+    // have been printed is dropped, and the exit status is the work's.
     let stdout = io::stdout();
-    let mut out = stdout.lock();
+    let mut out = Quiet::new(stdout.lock());
     let (mut refused, mut failed) = (0, 0);
 
     for file in &args.files {
-        let shown = file.display();
+        let file_name = file.display().to_string();
+        let file_name = shown(&file_name);
         let saved = match backup::read(file) {
             Ok(saved) => saved,
             Err(e) => {
-                say!("{}", e.message);
+                say!("{}", shown(&e.message));
                 failed += 1;
                 continue;
             }
         };
+        if let Some(why) = saved.mismatch() {
+            if args.force {
+                say!("{file_name}: {}; restoring anyway (--force)", shown(&why));
+            } else {
+                say!(
+                    "{file_name}: {}; the file was edited or is damaged, not restored \
+                     (--force restores the document it holds anyway)",
+                    shown(&why)
+                );
+                failed += 1;
+                continue;
+            }
+        }
         if (saved.db != db || saved.collection != coll) && !args.force {
             say!(
-                "{shown}: taken from {}.{}, not {db}.{coll}; pass --db and --collection, \
+                "{file_name}: taken from {}.{}, not {db}.{coll}; pass --db and --collection, \
                  or --force to restore here anyway",
-                saved.db,
-                saved.collection
+                shown(&saved.db),
+                shown(&saved.collection)
             );
             refused += 1;
             continue;
@@ -85,23 +104,21 @@ pub fn run(args: Args) -> Outcome {
             &args.backup_dir,
             repair::ATTEMPTS,
         ));
+        let name = saved.name();
+        let name = shown(&name);
         let line = match done {
             Ok(Restored::Restored { backup }) => format!(
-                "restored job {} from {shown}; the state it replaced is backed up in {}",
-                saved.name(),
-                backup.display()
+                "restored job {name} from {file_name}; the state it replaced is backed up in {}",
+                shown(&backup.display().to_string())
             ),
             Ok(Restored::Inserted) => {
-                format!("restored job {} from {shown} (it was gone)", saved.name())
+                format!("restored job {name} from {file_name} (it was gone)")
             }
             Ok(Restored::AlreadyThere) => {
-                format!(
-                    "job {} already is as in {shown}; nothing written",
-                    saved.name()
-                )
+                format!("job {name} already is as in {file_name}; nothing written")
             }
             Err(e) => {
-                say!("{shown}: {}", e.message);
+                say!("{file_name}: {}", shown(&e.message));
                 match e.kind {
                     ErrorKind::Conflict | ErrorKind::NotFound => refused += 1,
                     _ => failed += 1,

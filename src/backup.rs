@@ -54,6 +54,10 @@ pub struct Backup {
     /// was cut before it was written (such a file is never renamed into
     /// place by dupcheck, but may have been copied by hand).
     pub repaired_sha256: Option<String>,
+    /// The `job_id` and `_id` the header names, which dupcheck copies from
+    /// the document it backs up; `None` where the header has none.
+    pub header_job_id: Option<String>,
+    pub header_id: Option<Bson>,
     /// The whole document as it was before the change.
     pub original: Document,
 }
@@ -66,6 +70,32 @@ impl Backup {
 
     pub fn id(&self) -> Option<&Bson> {
         self.original.get("_id")
+    }
+
+    /// How the header disagrees with the document it holds, if it does.
+    /// dupcheck writes both from one document, so a disagreement means
+    /// the file was edited or put together by hand: which job it would
+    /// put back is then in doubt.
+    pub fn mismatch(&self) -> Option<String> {
+        let mut wrong = Vec::new();
+        if let Some(header) = &self.header_job_id {
+            let held = self.name();
+            if *header != held {
+                wrong.push(format!(
+                    "its header names job {header}, the document it holds is job {held}"
+                ));
+            }
+        }
+        if let Some(header) = &self.header_id {
+            if Some(header) != self.id() {
+                wrong.push(format!(
+                    "its header names _id {}, the document it holds has _id {}",
+                    id_text(Some(header)),
+                    id_text(self.id())
+                ));
+            }
+        }
+        (!wrong.is_empty()).then(|| wrong.join("; "))
     }
 }
 
@@ -139,6 +169,15 @@ pub fn write(
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    if fs::metadata(&dir).is_ok_and(|m| !m.is_dir()) {
+        return Err(Error::new(
+            ErrorKind::Io,
+            format!(
+                "cannot write the backup {shown}: {} is not a directory",
+                dir.display()
+            ),
+        ));
+    }
     fs::create_dir_all(&dir).map_err(fail)?;
     let file_name = path
         .file_name()
@@ -273,6 +312,16 @@ pub fn read(path: &Path) -> Result<Backup> {
         .get("repaired_sha256")
         .and_then(Value::as_str)
         .map(str::to_owned);
+    let header_job_id = match top.get("job_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(bad("\"job_id\" is not a string")),
+    };
+    let header_id = match top.remove("_id").map(Bson::try_from) {
+        None => None,
+        Some(Ok(id)) => Some(id),
+        Some(Err(e)) => return Err(bad(&format!("\"_id\" is not Extended JSON ({e})"))),
+    };
     let original = match top.remove("original").map(Bson::try_from) {
         Some(Ok(Bson::Document(d))) => d,
         Some(Ok(_)) => return Err(bad("\"original\" is not a document")),
@@ -288,6 +337,8 @@ pub fn read(path: &Path) -> Result<Backup> {
         collection,
         taken_at,
         repaired_sha256,
+        header_job_id,
+        header_id,
         original,
     })
 }
