@@ -10,17 +10,18 @@ use std::path::PathBuf;
 
 use bson::Bson;
 use chrono::Utc;
-use clap::{Args as ClapArgs, ValueEnum};
+use clap::{ArgGroup, Args as ClapArgs, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
 use dupcheck::connect::Jobs;
 use dupcheck::dedupe::{Keep, Policy};
+use dupcheck::digest::id_text;
 use dupcheck::repair::{self, Candidate, JobRepair, Options, Plan, Repairer, Verdict};
 use dupcheck::select::Selection;
 use dupcheck::{window, Error};
 
-use crate::common::{self, out_err, Outcome, Server};
+use crate::common::{self, out_err, shown, Outcome, Quiet, Server};
 use crate::say;
 
 const AFTER_HELP: &str = "\
@@ -45,9 +46,10 @@ const LISTED: usize = 20;
 /// counters recomputed, a backup of each job written first
 #[derive(ClapArgs, Debug)]
 #[command(after_help = AFTER_HELP)]
+#[command(group(ArgGroup::new("which").required(true).args(["jobs", "since"])))]
 pub struct Args {
     /// Repair this job (its job_id); repeat for several
-    #[arg(long = "job", value_name = "ID", required_unless_present = "since")]
+    #[arg(long = "job", value_name = "ID")]
     jobs: Vec<String>,
 
     /// Repair every job created since WHEN that scan finds something wrong
@@ -108,6 +110,11 @@ pub fn run(args: Args) -> Outcome {
              the plan (without a terminal there is no one to ask)",
         ));
     }
+    if !args.dry_run {
+        if let Err(e) = backup_dir_usable(&args.backup_dir) {
+            return Outcome::Failed(e);
+        }
+    }
     let options = Options {
         policy: Policy {
             keep: match args.keep {
@@ -128,6 +135,18 @@ pub fn run(args: Args) -> Outcome {
         Ok(t) if t.failed > 0 => Outcome::Incomplete,
         Ok(t) if t.skipped > 0 || t.would_repair > 0 || t.declined => Outcome::Found,
         Ok(_) => Outcome::Clean,
+    }
+}
+
+/// Refuses, before any job is read, a backup folder that is a file: every
+/// job would fail on it.
+fn backup_dir_usable(dir: &std::path::Path) -> dupcheck::Result<()> {
+    match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => Err(Error::usage(format!(
+            "--backup-dir {} is not a directory",
+            dir.display()
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -175,7 +194,7 @@ async fn repair_all(args: &Args, options: Options) -> dupcheck::Result<Tally> {
             out.tally.failed += 1;
             let (db, coll) = repair::namespace(&jobs);
             let message = format!("no job with job_id {wanted} in {db}.{coll}");
-            say!("{message}");
+            say!("{}", shown(&message));
             out.missing(wanted, &message)?;
         }
     }
@@ -248,18 +267,21 @@ fn progress(jobs: usize) -> ProgressBar {
     bar
 }
 
-/// Writes plans and outcomes in the chosen format, as they come.
+/// Writes plans and outcomes in the chosen format, as they come. Output
+/// that meets a closed pipe is dropped: the jobs are repaired all the same,
+/// and the exit status says how that went.
 struct Render<'a> {
     format: Format,
     dry_run: bool,
     backup_dir: PathBuf,
-    out: io::StdoutLock<'a>,
+    out: Quiet<io::StdoutLock<'a>>,
     tally: Tally,
     written: u64,
 }
 
 impl<'a> Render<'a> {
-    fn new(args: &Args, jobs: &Jobs, mut out: io::StdoutLock<'a>) -> dupcheck::Result<Render<'a>> {
+    fn new(args: &Args, jobs: &Jobs, out: io::StdoutLock<'a>) -> dupcheck::Result<Render<'a>> {
+        let mut out = Quiet::new(out);
         if args.format == Format::Json {
             let (db, coll) = repair::namespace(jobs);
             let head = json!({
@@ -296,7 +318,9 @@ impl<'a> Render<'a> {
             Format::Json => self.json_item(&json!({
                 "job_id": job_id, "outcome": "failed", "message": message,
             })),
-            Format::Text => writeln!(self.out, "job {job_id}: not found\n").map_err(out_err),
+            Format::Text => {
+                writeln!(self.out, "job {}: not found\n", shown(job_id)).map_err(out_err)
+            }
         }
     }
 
@@ -322,12 +346,12 @@ impl<'a> Render<'a> {
             }
             Verdict::Skipped(why) => {
                 t.skipped += 1;
-                say!("job {}: skipped: {why}", done.name);
+                say!("job {}: skipped: {}", shown(&done.name), shown(why));
                 ("skipped", Some(why.clone()), None)
             }
             Verdict::Failed(e) => {
                 t.failed += 1;
-                say!("job {}: {}", done.name, e.message);
+                say!("job {}: {}", shown(&done.name), shown(&e.message));
                 ("failed", Some(e.message.clone()), None)
             }
         };
@@ -335,9 +359,10 @@ impl<'a> Render<'a> {
             Format::Json => {
                 if let (Some(path), Some(plan)) = (&backup, &done.plan) {
                     say!(
-                        "repaired job {}: {} entries removed; backup {path}",
-                        done.name,
-                        plan.removed_count()
+                        "repaired job {}: {} entries removed; backup {}",
+                        shown(&done.name),
+                        plan.removed_count(),
+                        shown(path)
                     );
                 }
                 let item = job_json(done, outcome, message, backup);
@@ -354,16 +379,20 @@ impl<'a> Render<'a> {
         message: Option<String>,
         backup: Option<String>,
     ) -> dupcheck::Result<()> {
-        let status = done.status.as_deref().unwrap_or("no status");
+        if self.out.closed() {
+            // No one reads it: spare the formatting of a long plan.
+            return Ok(());
+        }
+        let status = shown(done.status.as_deref().unwrap_or("no status"));
         let verdict = match (outcome, &message, &backup) {
-            ("repaired", _, Some(path)) => format!("repaired, backup {path}"),
+            ("repaired", _, Some(path)) => format!("repaired, backup {}", shown(path)),
             ("would_repair", _, _) => "would be repaired (dry run)".to_owned(),
             ("consistent", _, _) => "consistent, nothing to do".to_owned(),
-            (other, Some(why), _) => format!("{other}: {why}"),
+            (other, Some(why), _) => format!("{other}: {}", shown(why)),
             (other, _, _) => other.to_owned(),
         };
         let o = &mut self.out;
-        writeln!(o, "job {} ({status}): {verdict}", done.name).map_err(out_err)?;
+        writeln!(o, "job {} ({status}): {verdict}", shown(&done.name)).map_err(out_err)?;
         let Some(plan) = done.plan.as_ref().filter(|p| !p.is_empty()) else {
             return writeln!(o).map_err(out_err);
         };
@@ -375,14 +404,14 @@ impl<'a> Render<'a> {
                 o,
                 "  {:<34} {:>6} -> {}",
                 c.field,
-                shown(&c.before),
-                shown(&c.after)
+                number(&c.before),
+                number(&c.after)
             )
             .map_err(out_err)?;
         }
         for d in plan.removed.iter().take(LISTED) {
-            writeln!(o, "  - {}[{}] {} ({})", d.field, d.index, d.value, d.reason)
-                .map_err(out_err)?;
+            let value = shown(&d.value);
+            writeln!(o, "  - {}[{}] {value} ({})", d.field, d.index, d.reason).map_err(out_err)?;
         }
         if plan.removed.len() > LISTED {
             writeln!(
@@ -393,10 +422,12 @@ impl<'a> Render<'a> {
             .map_err(out_err)?;
         }
         for path in &plan.added {
+            let path = shown(path);
             writeln!(o, "  + checkpoint.processed_files {path} (has an outcome)")
                 .map_err(out_err)?;
         }
         for path in &plan.unrecorded {
+            let path = shown(path);
             writeln!(
                 o,
                 "  ! {path}: listed in processed_files with no result or error (left as is)"
@@ -409,6 +440,7 @@ impl<'a> Render<'a> {
     fn finish(mut self) -> dupcheck::Result<Tally> {
         let t = self.tally;
         let dir = self.backup_dir.display().to_string();
+        let dir = shown(&dir);
         match self.format {
             Format::Json => {
                 let summary = json!({
@@ -449,12 +481,12 @@ impl<'a> Render<'a> {
 }
 
 /// A counter's value for a person: the number, without its BSON type.
-fn shown(value: &Bson) -> String {
+fn number(value: &Bson) -> String {
     match value {
         Bson::Int32(n) => n.to_string(),
         Bson::Int64(n) => n.to_string(),
         Bson::Double(x) => x.to_string(),
-        other => other.to_string(),
+        other => shown(&other.to_string()).into_owned(),
     }
 }
 
@@ -465,7 +497,7 @@ fn job_json(
     backup: Option<String>,
 ) -> Value {
     let mut item = json!({
-        "id": done.id.clone().into_relaxed_extjson(),
+        "id": id_text(Some(&done.id)),
         "job_id": done.name,
         "status": done.status,
         "outcome": outcome,

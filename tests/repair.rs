@@ -537,6 +537,8 @@ async fn malformed_records_are_skipped_with_a_clear_message() {
         "{err}"
     );
     assert!(!err.contains("panicked"), "{err}");
+    // The reason says what is wrong; "skipped" says what repair did.
+    assert!(!err.contains("left as it is"), "{err}");
     for (id, b) in ["not-array", "no-path", "odd-counter"].iter().zip(&before) {
         assert_eq!(&bytes(&t.get(id).await), b, "{id}");
     }
@@ -959,4 +961,251 @@ async fn passwords_stay_out_of_messages() {
     let all = format!("{}{}", stdout(&out), stderr(&out));
     assert!(!all.contains("wrong-Secret-42"), "{all}");
     assert!(!all.is_empty());
+}
+
+/// A completed job whose one file was recorded twice.
+fn twice(job_id: &str) -> Document {
+    let r = result_doc(&format!("/data/{job_id}/a.jpg"), 0, "w");
+    let path = format!("/data/{job_id}/a.jpg");
+    job_doc(job_id, "completed", vec![r.clone(), r], vec![], vec![&path])
+}
+
+fn results_of(job: &Document) -> usize {
+    paths_of(job, "results").len()
+}
+
+/// `dupcheck restore` with these backups, state it replaces in `dir`.
+fn restore_cmd(t: &TestDb, dir: &Path, extra: &[&str], files: &[PathBuf]) -> Vec<String> {
+    let mut args = vec!["restore".to_string()];
+    args.extend(t.flags());
+    args.extend(["--backup-dir".into(), dir.display().to_string()]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.extend(files.iter().map(|f| f.display().to_string()));
+    args
+}
+
+fn repair_args(t: &TestDb, dir: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = vec!["repair".into()];
+    args.extend(t.flags());
+    args.extend(["--backup-dir".into(), dir.display().to_string()]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// A reader that goes away (`| head`, `| true`) stops no repair and no
+/// restore: every job is done, and the exit status is the work's, in text
+/// and JSON alike.
+#[tokio::test]
+async fn a_closed_stdout_stops_no_repair_and_no_restore() {
+    let t = TestDb::new("repair_pipe").await;
+    let dir = tempfile::tempdir().unwrap();
+    let texts: Vec<String> = (1..=6).map(|i| format!("text-{i}")).collect();
+    let docs: Vec<Document> = texts.iter().map(|id| twice(id)).collect();
+    t.insert(&docs).await;
+
+    let args = repair_args(&t, dir.path(), &["--since", "1970-01-01", "--yes"]);
+    let out = with_stdout_closed(dupcheck_command(&args));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    for id in &texts {
+        assert_eq!(results_of(&t.get(id).await), 1, "{id} repaired");
+    }
+    assert_eq!(backups(dir.path()).len(), 6);
+
+    let jsons: Vec<String> = (1..=3).map(|i| format!("json-{i}")).collect();
+    let docs: Vec<Document> = jsons.iter().map(|id| twice(id)).collect();
+    t.insert(&docs).await;
+    let mut originals = Vec::new();
+    for id in &jsons {
+        originals.push(bytes(&t.get(id).await));
+    }
+    let args = repair_args(
+        &t,
+        dir.path(),
+        &["--since", "1970-01-01", "--yes", "--format", "json"],
+    );
+    let out = with_stdout_closed(dupcheck_command(&args));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    for id in &jsons {
+        assert_eq!(results_of(&t.get(id).await), 1, "{id} repaired");
+    }
+
+    // A dry run's status comes from its plan, whatever the format.
+    t.insert(&[twice("dry")]).await;
+    for format in ["text", "json"] {
+        let extra = ["--job", "dry", "--dry-run", "--format", format];
+        let out = with_stdout_closed(dupcheck_command(repair_args(&t, dir.path(), &extra)));
+        assert_eq!(code(&out), 1, "{format}: {}", stderr(&out));
+    }
+    assert_eq!(results_of(&t.get("dry").await), 2);
+
+    // Restore: every backup of the JSON run goes back.
+    let files: Vec<PathBuf> = backups(dir.path())
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("json-")
+        })
+        .collect();
+    assert_eq!(files.len(), 3);
+    let restored = tempfile::tempdir().unwrap();
+    let args = restore_cmd(&t, restored.path(), &[], &files);
+    let out = with_stdout_closed(dupcheck_command(&args));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    for (id, original) in jsons.iter().zip(&originals) {
+        assert_eq!(&bytes(&t.get(id).await), original, "{id} restored");
+    }
+}
+
+/// Text from the database is escaped in text output, on stdout and
+/// stderr, so it cannot rewrite the terminal or forge a line; JSON keeps
+/// it as it is.
+#[tokio::test]
+async fn database_text_is_escaped_on_the_terminal() {
+    let t = TestDb::new("repair_escape").await;
+    let id = "evil\u{1b}[2J\r\njob ok (completed): consistent";
+    let path = "/data/in/\u{1b}]0;pwned\u{7}page\u{202e}gpj.tif";
+    let r = result_doc(path, 0, "w");
+    let mut job = job_doc(id, "completed", vec![r.clone(), r], vec![], vec![path]);
+    job.insert("status", "paused\r\n");
+    let mut malformed = job_doc("bad\u{1b}[31m", "completed", vec![], vec![], vec![]);
+    malformed
+        .get_document_mut("checkpoint")
+        .unwrap()
+        .insert("errors", "oops\u{1b}[0m");
+    t.insert(&[job, malformed]).await;
+    let dir = tempfile::tempdir().unwrap();
+
+    let out = repair_cmd(&t, dir.path(), &["--since", "1d", "--dry-run"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    for text in [stdout(&out), stderr(&out)] {
+        assert_eq!(raw_control(&text), None, "{text:?}");
+    }
+    let text = stdout(&out);
+    assert!(
+        text.contains("job evil\\u{1b}[2J\\r\\njob ok (completed): consistent (paused\\r\\n)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("/data/in/\\u{1b}]0;pwned\\u{7}page\\u{202e}gpj.tif"),
+        "{text}"
+    );
+    assert!(
+        stderr(&out).contains("job bad\\u{1b}[31m: skipped"),
+        "{}",
+        stderr(&out)
+    );
+
+    let (v, out) = repair_json(&t, dir.path(), &["--since", "1d", "--yes"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert_eq!(raw_control(&stderr(&out)), None, "{}", stderr(&out));
+    let jobs = v["jobs"].as_array().unwrap();
+    let done = jobs.iter().find(|j| j["outcome"] == "repaired").unwrap();
+    assert_eq!(done["job_id"], id);
+    assert_eq!(done["status"], "paused\r\n");
+    assert_eq!(done["removed"][0]["value"], path);
+
+    let files = backups(dir.path());
+    let out = dupcheck(restore_cmd(&t, dir.path(), &[], &files));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(raw_control(&stdout(&out)), None, "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("restored job evil\\u{1b}"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+/// `repair --format json` names a job's `_id` as scan does: the hex of an
+/// ObjectId, not Extended JSON.
+#[tokio::test]
+async fn repair_json_shows_ids_as_scan_does() {
+    let t = TestDb::new("repair_ids").await;
+    t.insert(&[twice("oid")]).await;
+    let hex = t.get("oid").await.get_object_id("_id").unwrap().to_hex();
+    let dir = tempfile::tempdir().unwrap();
+
+    let scanned = scan_json(&t, "oid");
+    assert_eq!(scanned["jobs"][0]["id"], hex.as_str());
+    for extra in [&["--dry-run"][..], &["--yes"][..]] {
+        let mut all = vec!["--job", "oid"];
+        all.extend_from_slice(extra);
+        let (v, out) = repair_json(&t, dir.path(), &all);
+        assert!(code(&out) < 2, "{}", stderr(&out));
+        assert_eq!(v["jobs"][0]["id"], scanned["jobs"][0]["id"], "{v}");
+    }
+}
+
+/// A backup whose header names another job than the document it holds is
+/// refused without --force: which job it would put back is in doubt.
+#[tokio::test]
+async fn a_backup_whose_header_disagrees_is_refused() {
+    let t = TestDb::new("repair_header").await;
+    t.insert(&[twice("real")]).await;
+    let original = bytes(&t.get("real").await);
+    let dir = tempfile::tempdir().unwrap();
+    let out = repair_cmd(&t, dir.path(), &["--job", "real", "--yes"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let repaired = bytes(&t.get("real").await);
+    let file = backups(dir.path()).pop().unwrap();
+    let body: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+
+    let edits: [(&str, Value); 2] = [
+        ("job_id", Value::from("someone-else")),
+        (
+            "_id",
+            serde_json::json!({ "$oid": "0123456789abcdef01234567" }),
+        ),
+    ];
+    for (field, value) in edits {
+        let mut edited = body.clone();
+        edited[field] = value;
+        let path = dir
+            .path()
+            .join(format!("edited-{}.json", field.trim_start_matches('_')));
+        std::fs::write(&path, edited.to_string()).unwrap();
+        let out = dupcheck(restore_cmd(
+            &t,
+            dir.path(),
+            &[],
+            std::slice::from_ref(&path),
+        ));
+        assert_eq!(code(&out), 2, "{field}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("its header names"), "{err}");
+        assert!(err.contains("--force"), "{err}");
+        assert_eq!(bytes(&t.get("real").await), repaired, "{field}: untouched");
+    }
+
+    let path = dir.path().join("edited-job_id.json");
+    let out = dupcheck(restore_cmd(&t, dir.path(), &["--force"], &[path]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(bytes(&t.get("real").await), original);
+}
+
+/// Mistakes in the flags are explained in their own words.
+#[tokio::test]
+async fn flag_mistakes_are_explained() {
+    let t = TestDb::new("repair_flags").await;
+    t.insert(&[twice("j")]).await;
+    let before = bytes(&t.get("j").await);
+    let dir = tempfile::tempdir().unwrap();
+
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let out = repair_cmd(&t, &file, &["--job", "j", "--yes"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is not a directory"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("os error"), "{}", stderr(&out));
+    assert_eq!(bytes(&t.get("j").await), before);
+
+    let out = repair_cmd(&t, dir.path(), &["--yes"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("--job") && err.contains("--since"), "{err}");
 }
