@@ -15,16 +15,17 @@ use dupcheck::dedupe::{Keep, Policy};
 use dupcheck::export::{self, Exported, Format, Options, UpdateJob};
 use dupcheck::{dump, Error, ErrorKind};
 
-use crate::common::{self, Outcome, Source};
-use crate::say;
+use crate::common::{self, plural, shown, Outcome, Source};
+use crate::{outln, say};
 
 const EXIT_STATUS: &str = "\
 Exit status:
   0  every job exported (and its summary updated, with --update-job)
   1  every job exported, but some job's summary was not updated: it
      changed since it was read, or has no final summary yet
-  2  some job could not be exported: unknown job, reports already there
-     without --force, unwritable folder, unreachable server, bad dump";
+  2  some job could not be exported: unknown job, a job id that cannot
+     name a folder, reports already there without --force, unwritable
+     folder, unreachable server, bad dump";
 
 /// Re-export a job's reports from its deduplicated results
 ///
@@ -106,18 +107,29 @@ pub fn run(args: Args) -> Outcome {
         Ok(o) => o,
         Err(e) => return Outcome::Failed(e),
     };
+
+    // A job id that cannot name a folder is that job's failure: the others
+    // still go.
+    let mut tally = Tally::default();
+    let mut wanted: Vec<&str> = Vec::new();
     for id in &args.jobs {
-        if let Err(e) = export::check_job_id(id) {
-            return Outcome::Failed(e);
+        match export::check_job_id(id) {
+            Err(e) => {
+                say!("{}", shown(&e.message));
+                tally.failed += 1;
+            }
+            Ok(()) if wanted.contains(&id.as_str()) => {}
+            Ok(()) => wanted.push(id),
         }
     }
+    if wanted.is_empty() {
+        return Outcome::Incomplete;
+    }
 
-    let mut tally = Tally::default();
     let run = match &args.source.file {
-        Some(path) => from_file(path, &args, &options, &mut tally),
-        None => {
-            common::runtime().and_then(|rt| rt.block_on(from_server(&args, &options, &mut tally)))
-        }
+        Some(path) => from_file(path, &wanted, &options, &mut tally),
+        None => common::runtime()
+            .and_then(|rt| rt.block_on(from_server(&args, &wanted, &options, &mut tally))),
     };
     match run {
         Err(e) => Outcome::Failed(e),
@@ -149,38 +161,42 @@ fn options(args: &Args) -> dupcheck::Result<Options> {
     })
 }
 
-async fn from_server(args: &Args, options: &Options, tally: &mut Tally) -> dupcheck::Result<()> {
+/// Exports each of `wanted` (distinct, valid job ids) from the server.
+async fn from_server(
+    args: &Args,
+    wanted: &[&str],
+    options: &Options,
+    tally: &mut Tally,
+) -> dupcheck::Result<()> {
     let jobs = args.source.server.connect().await?;
     let update = args.update_job.then(|| UpdateJob {
         backup_dir: args.backup_dir.clone(),
     });
-    let mut seen = HashSet::new();
-    for id in &args.jobs {
-        if !seen.insert(id) {
-            continue;
-        }
+    for id in wanted {
         let done = export::export_from_server(&jobs, id, options, update.as_ref()).await;
         render(id, done, tally);
     }
     Ok(())
 }
 
+/// Exports each of `wanted` (distinct, valid job ids) from a dump file.
 fn from_file(
     path: &Path,
-    args: &Args,
+    wanted: &[&str],
     options: &Options,
     tally: &mut Tally,
 ) -> dupcheck::Result<()> {
-    let wanted: HashSet<&str> = args.jobs.iter().map(String::as_str).collect();
+    let wanted_set: HashSet<&str> = wanted.iter().copied().collect();
     let mut done: HashSet<String> = HashSet::new();
     let mut unreadable = 0u64;
-    let shown = path.display().to_string();
+    let file_name = path.display().to_string();
+    let file_name = shown(&file_name);
 
     dump::read(path, |place, doc| {
         let doc = match doc {
             Ok(doc) => doc,
             Err(e) => {
-                say!("{shown}: {place}: {}", e.message);
+                say!("{file_name}: {place}: {}", shown(&e.message));
                 unreadable += 1;
                 return;
             }
@@ -188,61 +204,71 @@ fn from_file(
         let Ok(id) = doc.get_str("job_id").map(str::to_owned) else {
             return;
         };
-        if !wanted.contains(id.as_str()) {
+        if !wanted_set.contains(id.as_str()) {
             return;
         }
         if !done.insert(id.clone()) {
-            say!("job {id}: found again at {place} of {shown}; kept the first, skipped this one");
+            say!(
+                "job {}: found again at {place} of {file_name}; kept the first, skipped this one",
+                shown(&id)
+            );
             tally.failed += 1;
             return;
         }
         render(&id, export::export_document(doc, options), tally);
     })?;
 
-    for id in &args.jobs {
-        if !done.contains(id.as_str()) {
+    for id in wanted {
+        if !done.contains(*id) {
             let also = match unreadable {
                 0 => String::new(),
                 n => format!(" ({n} records in it could not be read)"),
             };
             let e = Error::new(
                 ErrorKind::NotFound,
-                format!("job {id} not found in {shown}{also}"),
+                format!("job {id} not found in {file_name}{also}"),
             );
             render(id, Err(e), tally);
-            done.insert(id.clone());
         }
     }
     Ok(())
 }
 
 /// One job's lines: what was written on stdout, what went wrong on stderr.
+/// Stdout may be gone (`| head`): its lines are then dropped, and the work
+/// and the exit status stay the same.
 fn render(id: &str, done: dupcheck::Result<Exported>, tally: &mut Tally) {
     let exported = match done {
         Ok(e) => e,
-        Err(e) if e.message.contains(id) => {
-            say!("{}", e.message);
-            tally.failed += 1;
-            return;
-        }
         Err(e) => {
-            say!("job {id}: {}", e.message);
             tally.failed += 1;
+            let prefix = format!("job {id}: ");
+            let message = match e.message.strip_prefix(&prefix) {
+                // A record dedupe cannot make sense of: says what is wrong.
+                Some(what) if e.kind == ErrorKind::Input => format!("{prefix}skipped: {what}"),
+                _ if e.message.contains(id) => e.message,
+                _ => format!("{prefix}{}", e.message),
+            };
+            say!("{}", shown(&message));
             return;
         }
     };
     let c = &exported.report_summary;
     let mut left_out = Vec::new();
     if c.dropped_results > 0 {
-        left_out.push(plural(c.dropped_results, "duplicate result"));
+        left_out.push(plural(c.dropped_results as u64, "duplicate result"));
     }
     if c.dropped_errors > 0 {
-        left_out.push(plural(c.dropped_errors, "duplicate or superseded error"));
+        left_out.push(plural(
+            c.dropped_errors as u64,
+            "duplicate or superseded error",
+        ));
     }
     let left_out = match left_out.is_empty() {
         true => String::new(),
         false => format!("; left out {}", left_out.join(" and ")),
     };
+    let dir = exported.written.dir.display().to_string();
     let files: Vec<String> = exported
         .written
         .files
@@ -252,21 +278,25 @@ fn render(id: &str, done: dupcheck::Result<Exported>, tally: &mut Tally) {
             other => other.name().to_owned(),
         })
         .collect();
-    println!(
+    outln!(
         "{}: {} and {}{left_out}\n  {}: {}",
-        c.job_id,
-        plural(c.results, "result"),
-        plural(c.errors, "error"),
-        exported.written.dir.display(),
+        shown(&c.job_id),
+        plural(c.results as u64, "result"),
+        plural(c.errors as u64, "error"),
+        shown(&dir),
         files.join(", ")
     );
     match exported.update {
         None => {}
-        Some(Ok(backup)) => println!("  job summary updated; backup at {}", backup.display()),
+        Some(Ok(backup)) => {
+            let backup = backup.display().to_string();
+            outln!("  job summary updated; backup at {}", shown(&backup));
+        }
         Some(Err(e)) => {
             say!(
-                "job {id}: reports written, job summary not updated: {}",
-                e.message
+                "job {}: reports written, job summary not updated: {}",
+                shown(id),
+                shown(&e.message)
             );
             if matches!(e.kind, ErrorKind::Conflict | ErrorKind::Input) {
                 tally.not_updated += 1;
@@ -274,13 +304,5 @@ fn render(id: &str, done: dupcheck::Result<Exported>, tally: &mut Tally) {
                 tally.failed += 1;
             }
         }
-    }
-}
-
-fn plural(n: usize, what: &str) -> String {
-    if n == 1 {
-        format!("1 {what}")
-    } else {
-        format!("{n} {what}s")
     }
 }

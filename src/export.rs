@@ -396,8 +396,35 @@ pub fn write(report: &Report, options: &Options) -> Result<Written> {
     }
 
     let dir = options.out.join(&report.job_id);
+    // The folders this export creates, deepest first: removed again if it
+    // fails, so a failed export of a new job leaves no empty folder.
+    let created: Vec<PathBuf> = dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && fs::symlink_metadata(d).is_err())
+        .map(Path::to_path_buf)
+        .collect();
     fs::create_dir_all(&dir)
         .map_err(|e| Error::io(&format!("cannot create {}", dir.display()), e))?;
+    let written = write_into(&dir, report, options, &wanted);
+    if written.is_err() {
+        for folder in &created {
+            // Only an empty folder goes: another export may have put
+            // something in it meanwhile.
+            if fs::remove_dir(folder).is_err() {
+                break;
+            }
+        }
+    }
+    written
+}
+
+/// [`write`] once the job's folder is there.
+fn write_into(
+    dir: &Path,
+    report: &Report,
+    options: &Options,
+    wanted: &[Format],
+) -> Result<Written> {
     let target = |f: Format| dir.join(f.file_name(&report.job_id));
 
     if !options.force {
@@ -418,7 +445,7 @@ pub fn write(report: &Report, options: &Options) -> Result<Written> {
         }
     }
 
-    let mut stage = Staging::new(&dir);
+    let mut stage = Staging::new(dir);
     let zip = wanted.contains(&Format::Zip);
     // The ZIP holds all three reports and the individual files, whatever
     // else was asked for, as the aggregator's does.
@@ -467,7 +494,10 @@ pub fn write(report: &Report, options: &Options) -> Result<Written> {
             files.push((format, path));
         }
     }
-    Ok(Written { dir, files })
+    Ok(Written {
+        dir: dir.to_path_buf(),
+        files,
+    })
 }
 
 /// Temporary files and folders of one export, removed unless renamed

@@ -838,3 +838,158 @@ fn reports_keep_what_the_clean_view_keeps() {
         }
     }
 }
+
+/// `dupcheck export` with the generated-at time fixed, not yet run.
+fn export_command(args: &[String]) -> std::process::Command {
+    let mut cmd = dupcheck_command(["export"]);
+    cmd.args(args).env("DUPCHECK_GENERATED_AT", GENERATED_AT);
+    cmd
+}
+
+/// A reader that goes away (`| true`) stops no export and panics nothing:
+/// every job is exported and the exit status is the work's.
+#[tokio::test]
+async fn a_closed_stdout_stops_no_export() {
+    let t = TestDb::new("export_pipe").await;
+    t.insert(&[
+        sample_job(INCIDENT),
+        sample_job(BASE_NAMES),
+        sample_job(ERRORS),
+    ])
+    .await;
+    let out = tempfile::tempdir().unwrap();
+    let mut args = t.flags();
+    args.extend(["--out".into(), out.path().display().to_string()]);
+    for job_id in [INCIDENT, BASE_NAMES, ERRORS] {
+        args.extend(["--job".into(), job_id.into()]);
+    }
+    let run = with_stdout_closed(export_command(&args));
+    assert_code(&run, 0);
+    assert!(!stderr(&run).contains("panicked"), "{}", show(&run));
+    for job_id in [INCIDENT, BASE_NAMES, ERRORS] {
+        assert_golden(&out.path().join(job_id), job_id);
+    }
+}
+
+/// A job id that cannot name a folder fails that job only: the others are
+/// exported, and the exit status says something failed.
+#[test]
+fn a_bad_job_id_fails_only_itself() {
+    let out = tempfile::tempdir().unwrap();
+    let args: Vec<String> = [
+        "--file",
+        &sample_dump().display().to_string(),
+        "--out",
+        &out.path().display().to_string(),
+        "--job",
+        INCIDENT,
+        "--job",
+        "",
+        "--job",
+        BASE_NAMES,
+        "--job",
+        "../escape",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let run = export_cmd(&args);
+    assert_code(&run, 2);
+    let err = stderr(&run);
+    assert!(
+        err.contains("job id \"\" cannot name a report folder"),
+        "{}",
+        show(&run)
+    );
+    assert!(err.contains("\"../escape\" cannot name"), "{}", show(&run));
+    assert_eq!(err.lines().count(), 2, "{}", show(&run));
+    for job_id in [INCIDENT, BASE_NAMES] {
+        assert_golden(&out.path().join(job_id), job_id);
+    }
+    assert!(!out.path().parent().unwrap().join("escape").exists());
+}
+
+/// An export that fails part-way (here: the file size limit, as a full
+/// disk would) removes the folders it created, and leaves alone a job
+/// folder that was there before.
+#[test]
+fn a_failed_export_leaves_no_empty_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("reports");
+    // A shell sets a file size limit of a few KiB for dupcheck, which then
+    // gets "File too large" (the signal that would kill it is ignored).
+    let limited = |args: &[&str]| {
+        let mut cmd = std::process::Command::new("sh");
+        cmd.arg("-c")
+            .arg("trap '' XFSZ; ulimit -f 8; exec \"$0\" \"$@\"")
+            .arg(env!("CARGO_BIN_EXE_dupcheck"))
+            .arg("export")
+            .args(["--file", &sample_dump().display().to_string()])
+            .args(["--out", &out.display().to_string()])
+            .args(args)
+            .env_remove("MONGODB_URI")
+            .env("DUPCHECK_GENERATED_AT", GENERATED_AT);
+        cmd.output().expect("run dupcheck under sh")
+    };
+
+    let run = limited(&["--job", INCIDENT]);
+    assert_code(&run, 2);
+    assert!(stderr(&run).contains("File too large"), "{}", show(&run));
+    assert!(!out.join(INCIDENT).exists(), "{}", show(&run));
+    assert_eq!(
+        fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "{}",
+        show(&run)
+    );
+
+    // A folder that was there stays, with what it held.
+    fs::create_dir_all(out.join(INCIDENT)).unwrap();
+    fs::write(out.join(INCIDENT).join("notes.txt"), "mine").unwrap();
+    let run = limited(&["--job", INCIDENT]);
+    assert_code(&run, 2);
+    let left: Vec<String> = fs::read_dir(out.join(INCIDENT))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["notes.txt"], "{}", show(&run));
+}
+
+/// Text from the database is escaped on the terminal; a record dedupe
+/// cannot read is reported with export's own word for what it did.
+#[tokio::test]
+async fn job_ids_are_escaped_and_malformed_jobs_skipped() {
+    let t = TestDb::new("export_escape").await;
+    let sneaky = "report\u{202e}fdp.exe";
+    let mut job = sample_job(ERRORS);
+    job.insert("job_id", sneaky);
+    let mut broken = sample_job(BASE_NAMES);
+    broken
+        .get_document_mut("checkpoint")
+        .unwrap()
+        .insert("results", "oops");
+    t.insert(&[job, broken]).await;
+    let out = tempfile::tempdir().unwrap();
+    let run = export_server(&t, out.path(), &["--job", sneaky, "--job", BASE_NAMES]);
+    assert_code(&run, 2);
+    assert_eq!(raw_control(&stdout(&run)), None, "{}", show(&run));
+    assert!(
+        stdout(&run).contains("report\\u{202e}fdp.exe: "),
+        "{}",
+        show(&run)
+    );
+    assert!(out
+        .path()
+        .join(sneaky)
+        .join(format!("{sneaky}_results.json"))
+        .exists());
+    let err = stderr(&run);
+    assert!(
+        err.contains(&format!(
+            "job {BASE_NAMES}: skipped: checkpoint.results is a string, not an array"
+        )),
+        "{}",
+        show(&run)
+    );
+    assert!(!err.contains("left as it is"), "{}", show(&run));
+}
