@@ -13,8 +13,8 @@ use clap::Args as ClapArgs;
 use dupcheck::indexes::{self, Duplicates, Existing, State, Wanted, WANTED};
 use dupcheck::{Error, ErrorKind};
 
-use crate::common::{self, Outcome, Server};
-use crate::say;
+use crate::common::{self, shown, Outcome, Server};
+use crate::{outln, say};
 
 const EXIT_STATUS: &str = "\
 Exit status:
@@ -31,7 +31,9 @@ Exit status:
 /// index on checkpoint.processed_files (which jobs recorded a file).
 /// Existing indexes are reported, never replaced; the unique index is not
 /// built while job ids are shared, and those ids are listed. Needs a user
-/// allowed to create indexes (createIndex, as in readWrite or dbAdmin).
+/// allowed to create indexes (createIndex, as in readWrite or dbAdmin),
+/// and the collection to exist: a mistyped --db or --collection is refused
+/// rather than created.
 #[derive(ClapArgs, Debug)]
 #[command(after_help = EXIT_STATUS)]
 pub struct Args {
@@ -70,17 +72,15 @@ struct Tally {
 async fn index(args: &Args) -> dupcheck::Result<Outcome> {
     let jobs = args.server.connect().await?;
     let ns = jobs.collection.namespace();
-    let before = indexes::list(&jobs).await?;
-    match &before {
-        None => println!("{ns}: no such collection yet; the first index creates it"),
-        Some(_) => println!("{ns}:"),
-    }
-    let existing = before.clone().unwrap_or_default();
+    // Output goes to stdout as it comes; a reader that goes away (`| head`)
+    // stops none of the work, and the exit status is the work's.
+    let existing = indexes::list(&jobs).await?;
+    outln!("{}:", shown(&ns.to_string()));
 
     let mut tally = Tally::default();
     for wanted in &WANTED {
         let line = |what: String| {
-            println!("  {:<32} {what}", label(wanted));
+            outln!("  {:<32} {what}", label(wanted));
         };
         match indexes::assess(wanted, &existing) {
             State::Present(name) if name == wanted.name() => line("already present".into()),
@@ -90,15 +90,15 @@ async fn index(args: &Args) -> dupcheck::Result<Outcome> {
                 line(format!(
                     "not created: {} indexes the same field with other options, {}; \
                      left as it is",
-                    e.name,
-                    e.describe()
+                    shown(&e.name),
+                    shown(&e.describe())
                 ));
             }
             State::NameTaken(e) => {
                 tally.not_there += 1;
                 line(format!(
                     "not created: its name is taken by another index, {}; left as it is",
-                    e.describe()
+                    shown(&e.describe())
                 ));
             }
             State::Missing => {
@@ -119,7 +119,7 @@ async fn index(args: &Args) -> dupcheck::Result<Outcome> {
                     Ok(()) => line("created".into()),
                     Err(e) => {
                         line("not created (see below)".into());
-                        say!("{}: {}", wanted.name(), e.message);
+                        say!("{}: {}", wanted.name(), shown(&e.message));
                         if e.kind == ErrorKind::Conflict {
                             tally.not_there += 1;
                         } else {
@@ -132,18 +132,16 @@ async fn index(args: &Args) -> dupcheck::Result<Outcome> {
     }
 
     let now = if args.dry_run {
-        before
+        existing
     } else {
         indexes::list(&jobs).await?
     };
-    println!(
-        "\nindexes of {ns}{}:",
+    outln!(
+        "\nindexes of {}{}:",
+        shown(&ns.to_string()),
         if args.dry_run { "" } else { " now" }
     );
-    match now {
-        None => println!("  none: the collection does not exist"),
-        Some(list) => print_list(&list),
-    }
+    print_list(&now);
 
     Ok(if tally.failed > 0 {
         Outcome::Incomplete
@@ -171,9 +169,9 @@ fn duplicates(shared: &Duplicates) -> String {
     );
     for (id, n) in &shared.ids {
         let id = match id {
-            Bson::String(s) => s.clone(),
+            Bson::String(s) => shown(s).into_owned(),
             Bson::Null => "(no job_id)".to_owned(),
-            other => other.clone().into_relaxed_extjson().to_string(),
+            other => shown(&other.clone().into_relaxed_extjson().to_string()).into_owned(),
         };
         text.push_str(&format!("\n      {id}  ({n} documents)"));
     }
@@ -185,8 +183,9 @@ fn duplicates(shared: &Duplicates) -> String {
 }
 
 fn print_list(list: &[Existing]) {
-    let width = list.iter().map(|e| e.name.len()).max().unwrap_or(0);
-    for e in list {
-        println!("  {:<width$}  {}", e.name, e.describe());
+    let names: Vec<_> = list.iter().map(|e| shown(&e.name)).collect();
+    let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
+    for (e, name) in list.iter().zip(&names) {
+        outln!("  {name:<width$}  {}", shown(&e.describe()));
     }
 }

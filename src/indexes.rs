@@ -184,8 +184,9 @@ fn same_options(a: &Document, b: &Document) -> bool {
     a.len() == b.len() && a.iter().all(|(k, v)| b.get(k) == Some(v))
 }
 
-/// The collection's indexes; `None` when the collection does not exist.
-pub async fn list(jobs: &Jobs) -> Result<Option<Vec<Existing>>> {
+/// The collection's indexes. [`Jobs::connect`] makes sure the collection
+/// exists; one dropped since is an error ([`ErrorKind::NotFound`]).
+pub async fn list(jobs: &Jobs) -> Result<Vec<Existing>> {
     let ns = jobs.collection.namespace();
     let db = jobs.client.database(&ns.db);
     let reply = db
@@ -193,7 +194,12 @@ pub async fn list(jobs: &Jobs) -> Result<Option<Vec<Existing>>> {
         .await;
     let reply = match reply {
         Ok(r) => r,
-        Err(e) if matches!(*e.kind, DriverKind::Command(ref c) if c.code == 26) => return Ok(None),
+        Err(e) if matches!(*e.kind, DriverKind::Command(ref c) if c.code == 26) => {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("no collection {:?} in database {:?}", ns.coll, ns.db),
+            ));
+        }
         Err(e) => return Err(jobs.error(e)),
     };
     // A collection holds at most 64 indexes: they all come in the first
@@ -203,13 +209,11 @@ pub async fn list(jobs: &Jobs) -> Result<Option<Vec<Existing>>> {
         .and_then(|c| c.get_array("firstBatch"))
         .map(|b| b.to_vec())
         .unwrap_or_default();
-    Ok(Some(
-        specs
-            .iter()
-            .filter_map(Bson::as_document)
-            .map(Existing::from_spec)
-            .collect(),
-    ))
+    Ok(specs
+        .iter()
+        .filter_map(Bson::as_document)
+        .map(Existing::from_spec)
+        .collect())
 }
 
 /// Job ids on more than one document.

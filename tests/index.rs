@@ -211,3 +211,63 @@ fn a_dump_file_is_refused() {
     assert_eq!(code(&out), 2);
     assert!(stderr(&out).contains("needs a server"), "{}", show(&out));
 }
+
+fn index_args(t: &TestDb, extra: &[&str]) -> Vec<String> {
+    let mut args = vec!["index".to_owned()];
+    args.extend(t.flags());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// A reader that goes away (`| head -1`) stops nothing and panics nothing:
+/// the indexes are created and the exit status is the work's.
+#[tokio::test]
+async fn a_closed_stdout_stops_no_index() {
+    let t = TestDb::new("index_pipe").await;
+    t.insert(&[job_doc("a", "completed", vec![], vec![], vec![])])
+        .await;
+    let out = with_stdout_closed(dupcheck_command(index_args(&t, &[])));
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert!(!stderr(&out).contains("panicked"), "{}", show(&out));
+    assert_eq!(listed(&t).await.len(), 4);
+
+    let again = with_stdout_closed(dupcheck_command(index_args(&t, &["--dry-run"])));
+    assert_eq!(code(&again), 0, "{}", show(&again));
+}
+
+/// Job ids from the database are escaped on the terminal.
+#[tokio::test]
+async fn shared_job_ids_are_escaped_on_the_terminal() {
+    let t = TestDb::new("index_escape").await;
+    let id = "dup\u{1b}[2K\r  job_id_1 (unique)                created";
+    let first = job_doc(id, "completed", vec![], vec![], vec![]);
+    let mut second = first.clone();
+    second.insert("_id", bson::oid::ObjectId::new());
+    t.insert(&[first, second]).await;
+
+    let out = index_cmd(&t, &["--dry-run"]);
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    let text = stdout(&out);
+    assert_eq!(raw_control(&text), None, "{text:?}");
+    assert!(
+        text.contains("dup\\u{1b}[2K\\r  job_id_1 (unique)                created  (2 documents)"),
+        "{text}"
+    );
+}
+
+/// index needs the collection to exist: a mistyped --db creates nothing.
+#[tokio::test]
+async fn a_missing_collection_is_refused_not_created() {
+    let t = TestDb::new("index_missing").await;
+    let typo = format!("{}_typo", t.name);
+    let out = dupcheck(["index", "--uri", &uri(), "--db", &typo]);
+    assert_eq!(code(&out), 2, "{}", show(&out));
+    assert!(stderr(&out).contains("no collection"), "{}", show(&out));
+    assert!(stderr(&out).contains("check --db"), "{}", show(&out));
+    let names = t
+        .client
+        .list_database_names()
+        .await
+        .expect("list databases");
+    assert!(!names.contains(&typo), "{names:?}");
+}
