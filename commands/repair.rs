@@ -21,7 +21,7 @@ use dupcheck::repair::{self, Candidate, JobRepair, Options, Plan, Repairer, Verd
 use dupcheck::select::Selection;
 use dupcheck::{window, Error};
 
-use crate::common::{self, out_err, shown, Outcome, Quiet, Server};
+use crate::common::{self, out_err, plural, shown, Outcome, Quiet, Server};
 use crate::say;
 
 const AFTER_HELP: &str = "\
@@ -359,9 +359,9 @@ impl<'a> Render<'a> {
             Format::Json => {
                 if let (Some(path), Some(plan)) = (&backup, &done.plan) {
                     say!(
-                        "repaired job {}: {} entries removed; backup {}",
+                        "repaired job {}: {} removed; backup {}",
                         shown(&done.name),
-                        plan.removed_count(),
+                        entries(plan.removed_count()),
                         shown(path)
                     );
                 }
@@ -459,18 +459,29 @@ impl<'a> Render<'a> {
             Format::Text if self.dry_run => {
                 writeln!(
                     self.out,
-                    "{} jobs: {} would be repaired ({} entries would go), {} consistent, \
+                    "{}: {} would be repaired ({} would go), {} consistent, \
                      {} skipped, {} failed; nothing written (dry run)",
-                    t.jobs, t.would_repair, t.removed, t.consistent, t.skipped, t.failed
+                    plural(t.jobs, "job"),
+                    t.would_repair,
+                    entries(t.removed),
+                    t.consistent,
+                    t.skipped,
+                    t.failed
                 )
                 .map_err(out_err)?;
             }
             Format::Text => {
                 writeln!(
                     self.out,
-                    "{} jobs: {} repaired ({} entries removed, {} backups written in {dir}), \
+                    "{}: {} repaired ({} removed, {} written in {dir}), \
                      {} consistent, {} skipped, {} failed",
-                    t.jobs, t.repaired, t.removed, t.backups, t.consistent, t.skipped, t.failed
+                    plural(t.jobs, "job"),
+                    t.repaired,
+                    entries(t.removed),
+                    plural(t.backups, "backup"),
+                    t.consistent,
+                    t.skipped,
+                    t.failed
                 )
                 .map_err(out_err)?;
             }
@@ -548,4 +559,13 @@ fn job_json(
         map.insert("unrecorded".into(), json!(plan.unrecorded));
     }
     item
+}
+
+/// `1 entry`, `2 entries`.
+fn entries(n: u64) -> String {
+    if n == 1 {
+        "1 entry".to_owned()
+    } else {
+        format!("{n} entries")
+    }
 }
