@@ -266,36 +266,6 @@ async fn assert_agree(t: &TestDb, docs: &[Document]) -> BTreeMap<String, Value> 
 
 // --------------------------------------------------------------- the race
 
-/// Like common::race, but with the fixed save.
-async fn fixed_race(
-    jobs: &mongodb::Collection<Document>,
-    job_id: &str,
-    files: &[String],
-    writers: usize,
-) -> u64 {
-    let mut tasks = Vec::new();
-    for w in 0..writers {
-        let jobs = jobs.clone();
-        let job_id = job_id.to_owned();
-        let files = files.to_vec();
-        tasks.push(tokio::spawn(async move {
-            let mut pushed = 0u64;
-            for (i, path) in files.iter().enumerate() {
-                let r = result_doc(path, i as i32, &format!("ocr-worker-{w}"));
-                if fixed_save(&jobs, &job_id, r).await {
-                    pushed += 1;
-                }
-            }
-            pushed
-        }));
-    }
-    let mut total = 0;
-    for t in tasks {
-        total += t.await.expect("writer task");
-    }
-    total
-}
-
 /// How many results each path has in a stored job.
 fn results_per_path(job: &Document) -> BTreeMap<String, u64> {
     let mut counts = BTreeMap::new();
@@ -390,7 +360,7 @@ async fn fixed_save_under_the_same_race_records_each_file_once() {
     unset(&mut job, "progress");
     t.insert(&[job]).await;
     let files: Vec<String> = (0..n).map(|i| format!("/data/in/p{i:03}.jpg")).collect();
-    let pushed = fixed_race(&t.jobs, "fixed-a", &files, 12).await;
+    let pushed = race_with(&t.jobs, "fixed-a", &files, 12, Save::Fixed).await;
     assert_eq!(pushed, n as u64);
 
     let stored = t.get("fixed-a").await;

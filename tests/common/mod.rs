@@ -358,6 +358,15 @@ pub async fn fixed_save(jobs: &Collection<Document>, job_id: &str, result: Docum
     r.modified_count == 1
 }
 
+/// Which save the workers of [`race_with`] use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Save {
+    /// Before the fix: read, check, then write.
+    Racy,
+    /// After the fix: one conditional update.
+    Fixed,
+}
+
 /// Runs `writers` concurrent workers over `files` paths with the racy save,
 /// each worker trying every file, as redelivery and the race allow. Returns
 /// how many results were pushed.
@@ -366,6 +375,17 @@ pub async fn race(
     job_id: &str,
     files: &[String],
     writers: usize,
+) -> u64 {
+    race_with(jobs, job_id, files, writers, Save::Racy).await
+}
+
+/// [`race`] with the save of your choice.
+pub async fn race_with(
+    jobs: &Collection<Document>,
+    job_id: &str,
+    files: &[String],
+    writers: usize,
+    save: Save,
 ) -> u64 {
     let mut tasks = Vec::new();
     for w in 0..writers {
@@ -376,7 +396,11 @@ pub async fn race(
             let mut pushed = 0u64;
             for (i, path) in files.iter().enumerate() {
                 let r = result_doc(path, i as i32, &format!("ocr-worker-{w}"));
-                if racy_save(&jobs, &job_id, r).await {
+                let saved = match save {
+                    Save::Racy => racy_save(&jobs, &job_id, r).await,
+                    Save::Fixed => fixed_save(&jobs, &job_id, r).await,
+                };
+                if saved {
                     pushed += 1;
                 }
             }
