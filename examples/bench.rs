@@ -255,6 +255,11 @@ struct ChildArgs {
     /// Only jobs created at or after this RFC 3339 time (as scan --since)
     #[arg(long)]
     since: Option<String>,
+
+    /// (fetch) Also decode each document and audit it here, as scan does
+    /// a dump file: what auditing on the client side costs
+    #[arg(long)]
+    audit: bool,
 }
 
 fn main() {
@@ -307,8 +312,11 @@ fn since_filter(since: Option<&str>) -> Res<Document> {
 
 // ---------------------------------------------------------------- children
 
-type ChildFn =
-    fn(Collection<Document>, Document) -> futures_util::future::BoxFuture<'static, Res<String>>;
+type ChildFn = fn(
+    Collection<Document>,
+    Document,
+    bool,
+) -> futures_util::future::BoxFuture<'static, Res<String>>;
 
 fn child(args: ChildArgs, run: ChildFn) -> Res<()> {
     let filter = since_filter(args.since.as_deref())?;
@@ -317,7 +325,7 @@ fn child(args: ChildArgs, run: ChildFn) -> Res<()> {
         let coll = client
             .database(&args.target.db)
             .collection(&args.collection);
-        run(coll, filter).await
+        run(coll, filter, args.audit).await
     })?;
     println!("{line}");
     Ok(())
@@ -328,16 +336,24 @@ fn child(args: ChildArgs, run: ChildFn) -> Res<()> {
 fn fetch_all(
     coll: Collection<Document>,
     filter: Document,
+    audit: bool,
 ) -> futures_util::future::BoxFuture<'static, Res<String>> {
     Box::pin(async move {
         let raw = coll.clone_with_type::<RawDocumentBuf>();
         let mut cursor = raw.find(filter).await.map_err(|e| e.to_string())?;
-        let (mut jobs, mut bytes) = (0u64, 0u64);
+        let (mut jobs, mut bytes, mut flagged) = (0u64, 0u64, 0u64);
         while let Some(doc) = cursor.try_next().await.map_err(|e| e.to_string())? {
             jobs += 1;
             bytes += doc.as_bytes().len() as u64;
+            if audit {
+                let doc = doc.to_document().map_err(|e| e.to_string())?;
+                let digest = dupcheck::digest::JobDigest::from_document(&doc);
+                if !dupcheck::audit::audit(&digest).findings.is_empty() {
+                    flagged += 1;
+                }
+            }
         }
-        Ok(format!("{jobs} {bytes}"))
+        Ok(format!("{jobs} {bytes} {flagged}"))
     })
 }
 
@@ -346,6 +362,7 @@ fn fetch_all(
 fn bare_pass(
     coll: Collection<Document>,
     filter: Document,
+    _audit: bool,
 ) -> futures_util::future::BoxFuture<'static, Res<String>> {
     Box::pin(async move {
         let pipeline = vec![
@@ -770,6 +787,15 @@ impl Bench {
         Ok(deltas[deltas.len() / 2])
     }
 
+    /// Bytes sent during a run, if the server counts them: a counter that
+    /// did not move even for its own replies is not counting.
+    fn sent(&self, before: Option<i64>, after: Option<i64>) -> Option<i64> {
+        if self.status_cost <= 0 {
+            return None;
+        }
+        before.zip(after).map(|(b, a)| a - b - self.status_cost)
+    }
+
     fn drop_collection(&self, name: &str) -> Res<()> {
         self.rt.block_on(async {
             self.db
@@ -915,7 +941,7 @@ impl Bench {
             .ok_or_else(|| format!("{label}: no peak memory from /usr/bin/time"))?;
         Ok(Run {
             wall,
-            bytes_out: before.zip(after).map(|(b, a)| a - b - self.status_cost),
+            bytes_out: self.sent(before, after),
             peak_kib,
             server_cpu: cpu_before.zip(cpu_after).map(|(b, a)| a - b),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -1187,6 +1213,15 @@ fn scan_vs_baseline(a: ScanVsBaselineArgs) -> Res<()> {
                 program: me.clone(),
                 args: bench.child_args("fetch", &a.collection, None),
             },
+            Case {
+                label: "fetch+audit".into(),
+                program: me.clone(),
+                args: {
+                    let mut args = bench.child_args("fetch", &a.collection, None);
+                    args.push("--audit".into());
+                    args
+                },
+            },
         ];
         let runs = rounds(&bench, &cases, a.timing.reps)?;
         for (c, r) in cases.iter().zip(&runs) {
@@ -1196,6 +1231,13 @@ fn scan_vs_baseline(a: ScanVsBaselineArgs) -> Res<()> {
             }
         }
         let flagged = scan_findings(&runs[1][0]);
+        let client_flagged = runs[3][0].stdout.split_whitespace().nth(2);
+        if client_flagged != flagged.map(|n| n.to_string()).as_deref() {
+            eprintln!(
+                "bench: warning: scan flagged {flagged:?} jobs, the client-side audit \
+                 {client_flagged:?}"
+            );
+        }
         if flagged != Some(group.with_dups) {
             eprintln!(
                 "bench: warning: scan flagged {flagged:?} jobs, {} were generated with \
