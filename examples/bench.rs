@@ -1667,10 +1667,10 @@ fn pipelines(a: PipelinesArgs) -> Res<()> {
     writeln!(
         report,
         "| pipeline | wall s (min-max) | server CPU s | wall vs bare | CPU vs bare \
-         | same output as this build's |"
+         | wall vs bare, run by run | same output as this build's |"
     )
     .ok();
-    writeln!(report, "|---|---:|---:|---:|---:|---|").ok();
+    writeln!(report, "|---|---:|---:|---:|---:|---:|---|").ok();
     let bare_wall = median(walls[0].clone());
     let bare_cpu = (!cpus[0].is_empty()).then(|| median(cpus[0].clone()));
     for (i, (label, _)) in cases.iter().enumerate() {
@@ -1681,14 +1681,21 @@ fn pipelines(a: PipelinesArgs) -> Res<()> {
             _ if outputs[i] == outputs[1] => "yes",
             _ => "NO",
         };
+        // Each run against the bare pass of the same round, which ran just
+        // before or after it: the median of those ratios, and their range.
+        let paired: Vec<f64> = walls[i].iter().zip(&walls[0]).map(|(x, b)| x / b).collect();
+        let lo = paired.iter().cloned().fold(f64::INFINITY, f64::min);
+        let hi = paired.iter().cloned().fold(0.0, f64::max);
         writeln!(
             report,
-            "| {label} | {wall:.2} ({:.2}-{:.2}) | {} | {} | {} | {same} |",
+            "| {label} | {wall:.2} ({:.2}-{:.2}) | {} | {} | {} | {:.2}x ({lo:.2}-{hi:.2}) \
+             | {same} |",
             walls[i].iter().cloned().fold(f64::INFINITY, f64::min),
             walls[i].iter().cloned().fold(0.0, f64::max),
             seconds(cpu),
             ratio(Some(wall), Some(bare_wall)),
             ratio(cpu, bare_cpu),
+            median(paired.clone()),
         )
         .ok();
     }
