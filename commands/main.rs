@@ -16,8 +16,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-pub(crate) const EXIT_STATUS_SCAN: &str = EXIT_STATUS;
-
 const EXIT_STATUS: &str = "\
 Exit status:
   0  ran, and found nothing wrong

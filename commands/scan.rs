@@ -24,6 +24,14 @@ use dupcheck::{dump, window, Error};
 use crate::common::{self, out_err, plural, shown, Outcome, Source};
 use crate::say;
 
+const EXIT_STATUS: &str = "\
+Exit status:
+  0  every selected job is clean
+  1  some job has findings
+  2  could not scan all that was asked: bad flags, unreachable server,
+     refused credentials, a missing collection or --job id, unreadable
+     dump records (the rest of the dump is still scanned)";
+
 /// Audit jobs for duplicate results and inconsistent counters
 ///
 /// Without --since, --all or --job a server scan looks at the last 24
@@ -31,7 +39,7 @@ use crate::say;
 /// read-only user is enough, and readPreference=secondaryPreferred in
 /// the URI keeps the scan off a busy primary.
 #[derive(ClapArgs, Debug)]
-#[command(after_help = crate::EXIT_STATUS_SCAN)]
+#[command(after_help = EXIT_STATUS)]
 pub struct Args {
     /// Jobs created since: 90m, 24h, 7d, 2w, a date (2026-01-09) or an
     /// RFC 3339 time
