@@ -65,15 +65,6 @@ fn export_server(t: &TestDb, out: &Path, extra: &[&str]) -> std::process::Output
     export_cmd(&args)
 }
 
-fn show(out: &std::process::Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        stdout(out),
-        stderr(out)
-    )
-}
-
 fn assert_code(out: &std::process::Output, want: i32) {
     assert_eq!(code(out), want, "{}", show(out));
 }

@@ -33,15 +33,6 @@ fn index_cmd(t: &TestDb, extra: &[&str]) -> std::process::Output {
     dupcheck(args)
 }
 
-fn show(out: &std::process::Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        stdout(out),
-        stderr(out)
-    )
-}
-
 /// The indexes as the driver lists them: (name, keys, unique).
 async fn listed(t: &TestDb) -> Vec<(String, Document, bool)> {
     let models: Vec<IndexModel> = t
