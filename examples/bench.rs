@@ -61,6 +61,9 @@ enum Scenario {
     Fetch(ChildArgs),
     /// (child) the server's bare pass: sum $bsonSize over the selection
     Bare(ChildArgs),
+    /// (child) the bare pass in scan's chunks: the same listing, then one
+    /// $bsonSize sum per chunk of jobs
+    BareChunked(ChildArgs),
     /// The server's cost of scan's pipeline, and of others from files, next
     /// to the bare pass: run in this process, outputs compared
     Pipelines(PipelinesArgs),
@@ -270,6 +273,7 @@ fn main() {
         Scenario::Since(a) => since_scenario(a),
         Scenario::Fetch(a) => child(a, fetch_all),
         Scenario::Bare(a) => child(a, bare_pass),
+        Scenario::BareChunked(a) => child(a, bare_chunked),
         Scenario::Pipelines(a) => pipelines(a),
         Scenario::Pipeline => {
             let stages = dupcheck::server::pipeline(&dupcheck::select::Selection::default());
@@ -378,6 +382,52 @@ fn bare_pass(
         while let Some(d) = cursor.try_next().await.map_err(|e| e.to_string())? {
             jobs = number(d.get("jobs")).unwrap_or(0);
             bytes = number(d.get("bytes")).unwrap_or(0);
+        }
+        Ok(format!("{jobs} {bytes}"))
+    })
+}
+
+/// The bare pass as scan reads the jobs: the listing scan makes, then a
+/// chunk of jobs at a time by `_id`. What scan costs over this is what its
+/// own expressions cost.
+fn bare_chunked(
+    coll: Collection<Document>,
+    filter: Document,
+    _audit: bool,
+) -> futures_util::future::BoxFuture<'static, Res<String>> {
+    Box::pin(async move {
+        let (_, options) = dupcheck::server::listing(&dupcheck::select::Selection::default());
+        let mut listing = coll
+            .find(filter)
+            .with_options(options)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut jobs, mut bytes) = (0i64, 0i64);
+        let mut ids = Vec::new();
+        loop {
+            let next = listing.try_next().await.map_err(|e| e.to_string())?;
+            let end = next.is_none();
+            if let Some(d) = next {
+                ids.push(d.get("_id").cloned().unwrap_or(Bson::Null));
+            }
+            if ids.len() == dupcheck::server::CHUNK || (end && !ids.is_empty()) {
+                let pipeline = vec![
+                    doc! { "$match": { "_id": { "$in": std::mem::take(&mut ids) } } },
+                    doc! { "$group": {
+                        "_id": null,
+                        "jobs": { "$sum": 1 },
+                        "bytes": { "$sum": { "$bsonSize": "$$ROOT" } },
+                    } },
+                ];
+                let mut cursor = coll.aggregate(pipeline).await.map_err(|e| e.to_string())?;
+                while let Some(d) = cursor.try_next().await.map_err(|e| e.to_string())? {
+                    jobs += number(d.get("jobs")).unwrap_or(0);
+                    bytes += number(d.get("bytes")).unwrap_or(0);
+                }
+            }
+            if end {
+                break;
+            }
         }
         Ok(format!("{jobs} {bytes}"))
     })
@@ -1222,6 +1272,11 @@ fn scan_vs_baseline(a: ScanVsBaselineArgs) -> Res<()> {
                     args
                 },
             },
+            Case {
+                label: "bare, chunked".into(),
+                program: me.clone(),
+                args: bench.child_args("bare-chunked", &a.collection, None),
+            },
         ];
         let runs = rounds(&bench, &cases, a.timing.reps)?;
         for (c, r) in cases.iter().zip(&runs) {
@@ -1411,14 +1466,16 @@ fn since_scenario(a: SinceArgs) -> Res<()> {
     Ok(())
 }
 
-/// What the server's explain says the `$match` of a scan examines, as
-/// "keys / docs (plan)"; None if it will not say.
+/// What the server's explain says scan's listing of the selected jobs
+/// examines, as "keys / docs (plan)"; None if it will not say.
 fn explain_examined(bench: &Bench, collection: &str, filter: &Document) -> Option<String> {
+    let (_, options) = dupcheck::server::listing(&dupcheck::select::Selection::default());
     let command = doc! {
         "explain": {
-            "aggregate": collection,
-            "pipeline": [{ "$match": filter.clone() }],
-            "cursor": {},
+            "find": collection,
+            "filter": filter.clone(),
+            "sort": options.sort.unwrap_or_default(),
+            "projection": options.projection.unwrap_or_default(),
         },
         "verbosity": "executionStats",
     };

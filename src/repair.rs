@@ -30,7 +30,6 @@ use std::time::Duration;
 use bson::{doc, Bson, Document};
 use chrono::Utc;
 use futures_util::StreamExt;
-use mongodb::options::AggregateOptions;
 
 use crate::audit::{self, Kind};
 use crate::backup::{self, job_name};
@@ -547,16 +546,10 @@ pub async fn named(jobs: &Jobs, job_ids: &[String]) -> Result<Vec<Candidate>> {
 /// The selected jobs, newest first, whose audit has a finding a repair
 /// deals with. Only digests cross the network (see [`crate::server`]).
 pub async fn candidates(jobs: &Jobs, selection: &Selection) -> Result<Vec<Candidate>> {
-    let options = AggregateOptions::builder().allow_disk_use(true).build();
-    let mut cursor = jobs
-        .collection
-        .aggregate(server::pipeline(selection))
-        .with_options(options)
-        .await
-        .map_err(|e| jobs.error(e))?;
+    let mut digests = Box::pin(server::digest_documents(jobs, selection).await?);
     let mut found = Vec::new();
-    while let Some(item) = cursor.next().await {
-        let raw = item.map_err(|e| jobs.error(e))?;
+    while let Some(item) = digests.next().await {
+        let raw = item?;
         let digest = server::from_server(&raw)?;
         let report = audit::audit(&digest);
         if report.findings.iter().any(|f| repairable(f.kind)) {

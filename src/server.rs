@@ -14,15 +14,23 @@
 //!
 //! What the pipeline costs the server is mostly what it copies. A server may
 //! copy a value each time an expression names it (SecantusDB does), and the
-//! results array, with its OCR text, is most of a document: so it is named
-//! as few times as the digest allows. And `$map` or `$filter` may copy every
-//! variable in scope for each element, so the per-path checks run in stages
-//! of their own, where nothing else is in scope, on one string holding every
-//! processed path rather than path by path. docs/benchmarks.md has figures.
+//! results array, with its OCR text, is most of a document: so the first
+//! stage names it as few times as the digest allows and keeps only the
+//! paths, and the stages after it work on documents of a few kilobytes. And
+//! `$map` or `$filter` may copy every variable in scope for each element, so
+//! the per-path checks run in stages of their own, where nothing else is in
+//! scope, on one string holding every processed path rather than path by
+//! path.
+//!
+//! Jobs are digested a chunk at a time ([`digest_documents`]), so that a
+//! server that holds an aggregation's whole input in memory holds a few
+//! jobs, not the collection. docs/benchmarks.md has figures.
+
+use std::collections::{HashMap, VecDeque};
 
 use bson::{doc, Bson, Document};
 use futures_util::stream::{Stream, StreamExt};
-use mongodb::options::AggregateOptions;
+use mongodb::options::{AggregateOptions, FindOptions};
 
 use crate::connect::Jobs;
 use crate::digest::{
@@ -31,14 +39,16 @@ use crate::digest::{
 use crate::error::{Error, Result};
 use crate::select::Selection;
 
-/// The aggregation pipeline that turns the selected jobs into digests.
+/// Jobs digested by one aggregation: the server reads and decodes only
+/// these at a time (see [`digest_documents`]).
+pub const CHUNK: usize = 50;
+
+/// The one aggregation that digests every selected job, newest first.
+/// [`digest_documents`] runs the same stages a chunk of jobs at a time;
+/// this form is kept for comparison in the benchmark harness.
 pub fn pipeline(selection: &Selection) -> Vec<Document> {
     let mut stages = vec![doc! { "$match": selection.filter() }];
     let newest_first = doc! { "$sort": { "created_at": -1, "_id": -1 } };
-
-    // With a limit, sort and cut first so that only the kept jobs are
-    // digested (the created_at index serves the sort); without one, sort
-    // the small digests at the end so output order is stable.
     if let Some(limit) = selection.limit {
         stages.push(newest_first.clone());
         stages.push(doc! { "$limit": limit as i64 });
@@ -50,22 +60,72 @@ pub fn pipeline(selection: &Selection) -> Vec<Document> {
     stages
 }
 
+/// The aggregation that digests the jobs with these `_id`s, in no order.
+pub fn chunk_pipeline(ids: &[Bson]) -> Vec<Document> {
+    let mut stages = vec![doc! { "$match": { "_id": { "$in": ids } } }];
+    stages.extend(digest_stages());
+    stages
+}
+
+/// The query that lists the selected jobs' `_id`s, newest first: the
+/// order of scan's output. The `created_at` index serves both the window
+/// and the order; projecting `created_at` (not `_id` alone) keeps the
+/// listing cheap on servers that copy projected fields straight from the
+/// stored document.
+pub fn listing(selection: &Selection) -> (Document, FindOptions) {
+    let options = FindOptions::builder()
+        .sort(doc! { "created_at": -1, "_id": -1 })
+        .projection(doc! { "_id": 1, "created_at": 1 })
+        .limit(selection.limit.map(|n| n as i64))
+        .allow_disk_use(true)
+        .batch_size(1000)
+        .build();
+    (selection.filter(), options)
+}
+
 // Working fields the digest stages add to each job document, and drop.
-const BYTES: &str = "$_dupcheck_bytes";
-const RESULTS_TYPE: &str = "$_dupcheck_results_type";
+const RESULT_PATHS: &str = "$_dupcheck_result_paths";
+const ERROR_PATHS: &str = "$_dupcheck_error_paths";
+const PROCESSED: &str = "$_dupcheck_processed";
+const MESSAGE_IDS: &str = "$_dupcheck_message_ids";
 const JOINED: &str = "$_dupcheck_processed_joined";
 const PATH_CHECK: &str = "$_dupcheck_path_check";
 
 /// The stages that turn job documents into digests.
 fn digest_stages() -> Vec<Document> {
-    // The size is of the document as stored, before fields are added.
-    let first = doc! { "$addFields": {
-        &BYTES[1..]: { "$bsonSize": "$$ROOT" },
-        &RESULTS_TYPE[1..]: { "$type": "$checkpoint.results" },
-        &JOINED[1..]: joined_paths(),
-    } };
-    let second = doc! { "$addFields": { &PATH_CHECK[1..]: path_check() } };
-    vec![first, second, digest_stage()]
+    let second = doc! { "$addFields": { &JOINED[1..]: joined_paths() } };
+    let third = doc! { "$addFields": { &PATH_CHECK[1..]: path_check() } };
+    vec![slim_stage(), second, third, digest_stage()]
+}
+
+/// The first stage keeps of each job only what the digest reads: its
+/// identity and counters, its size as stored, the types of its four lists
+/// and the lists themselves, with results and errors cut down to their
+/// paths. The OCR text goes no further than this stage, so the stages
+/// after it copy documents of a few kilobytes, not of megabytes.
+fn slim_stage() -> Document {
+    doc! { "$project": {
+        "job_id": 1,
+        "status": 1,
+        "created_at": 1,
+        "total_files": 1,
+        "published_count": 1,
+        "consumed_count": 1,
+        "progress_current": "$progress.current",
+        "summary_successful": "$results.summary.successful",
+        "summary_failed": "$results.summary.failed",
+        "bytes": { "$bsonSize": "$$ROOT" },
+        "shapes": {
+            "results": { "$type": "$checkpoint.results" },
+            "errors": { "$type": "$checkpoint.errors" },
+            "processed": { "$type": "$checkpoint.processed_files" },
+            "message_ids": { "$type": "$checkpoint.processed_message_ids" },
+        },
+        &RESULT_PATHS[1..]: paths_of("$checkpoint.results"),
+        &ERROR_PATHS[1..]: paths_of("$checkpoint.errors"),
+        &PROCESSED[1..]: array_or_empty("$checkpoint.processed_files"),
+        &MESSAGE_IDS[1..]: array_or_empty("$checkpoint.processed_message_ids"),
+    } }
 }
 
 fn array_or_empty(field: &str) -> Bson {
@@ -135,7 +195,7 @@ fn base_name() -> Document {
 /// written `//`, which the odd-spelling check always catches.
 fn joined_paths() -> Document {
     doc! { "$reduce": {
-        "input": array_or_empty("$checkpoint.processed_files"),
+        "input": PROCESSED,
         "initialValue": "\n",
         "in": { "$cond": [
             { "$eq": [{ "$type": "$$this" }, "string"] },
@@ -163,7 +223,7 @@ fn replace_all(input: impl Into<Bson>, find: impl Into<Bson>, with: &str) -> Bso
 /// operators per job on the joined string; a path holding a line break,
 /// or paths in several folders, are checked path by path.
 fn path_check() -> Document {
-    let processed = array_or_empty("$checkpoint.processed_files");
+    let processed = Bson::String(PROCESSED.into());
     let count = Bson::Document(doc! { "$size": processed.clone() });
 
     // One line per path: no path holds a line break of its own. Then each
@@ -268,28 +328,17 @@ fn digest_stage() -> Document {
         "total_files": 1,
         "published_count": 1,
         "consumed_count": 1,
-        "progress_current": "$progress.current",
-        "summary_successful": "$results.summary.successful",
-        "summary_failed": "$results.summary.failed",
-        "bytes": BYTES,
-        "shapes": {
-            "results": RESULTS_TYPE,
-            "errors": { "$type": "$checkpoint.errors" },
-            "processed": { "$type": "$checkpoint.processed_files" },
-            "message_ids": { "$type": "$checkpoint.processed_message_ids" },
-        },
+        "progress_current": 1,
+        "summary_successful": 1,
+        "summary_failed": 1,
+        "bytes": 1,
+        "shapes": 1,
         "facts": { "$let": {
             "vars": {
-                // The results array is named once more, only if an array.
-                "rp": { "$map": {
-                    "input": { "$cond": [
-                        { "$eq": [RESULTS_TYPE, "array"] }, "$checkpoint.results", []
-                    ] },
-                    "in": "$$this.file_path",
-                } },
-                "ep": paths_of("$checkpoint.errors"),
-                "pf": array_or_empty("$checkpoint.processed_files"),
-                "mi": array_or_empty("$checkpoint.processed_message_ids"),
+                "rp": RESULT_PATHS,
+                "ep": ERROR_PATHS,
+                "pf": PROCESSED,
+                "mi": MESSAGE_IDS,
             },
             "in": { "$let": {
                 "vars": { "sizes": inner },
@@ -311,20 +360,126 @@ pub async fn digests<'a>(
     jobs: &'a Jobs,
     selection: &Selection,
 ) -> Result<impl Stream<Item = Result<JobDigest>> + 'a> {
-    let options = AggregateOptions::builder()
-        .allow_disk_use(true)
-        .batch_size(100)
-        .build();
-    let cursor = jobs
+    let documents = digest_documents(jobs, selection).await?;
+    Ok(documents.map(|item| item.and_then(|doc| from_server(&doc))))
+}
+
+/// Streams the selected jobs' digests as the server made them, newest
+/// first.
+///
+/// Two steps, so that the server holds a few jobs at a time however many
+/// are selected: a query lists the selected `_id`s in order (the
+/// `created_at` index serves it), and each run of [`CHUNK`] of them is
+/// digested by one aggregation that reads those jobs by `_id`. A server
+/// that materialises an aggregation's whole input (SecantusDB does) would
+/// otherwise decode every selected job at once: gigabytes for a
+/// collection of large jobs, and slower for it. A job deleted between
+/// the two steps is left out; one changed in between is digested as it
+/// is when its chunk is read.
+pub async fn digest_documents<'a>(
+    jobs: &'a Jobs,
+    selection: &Selection,
+) -> Result<impl Stream<Item = Result<Document>> + 'a> {
+    let (filter, options) = listing(selection);
+    let ids = jobs
         .collection
-        .aggregate(pipeline(selection))
+        .find(filter)
         .with_options(options)
         .await
         .map_err(|e| jobs.error(e))?;
-    Ok(cursor.map(move |item| match item {
-        Ok(doc) => from_server(&doc),
-        Err(e) => Err(jobs.error(e)),
-    }))
+    let state = Chunks {
+        jobs,
+        ids,
+        ready: VecDeque::new(),
+        done: false,
+    };
+    Ok(futures_util::stream::unfold(
+        state,
+        |mut state| async move {
+            loop {
+                if let Some(item) = state.ready.pop_front() {
+                    return Some((item, state));
+                }
+                if state.done {
+                    return None;
+                }
+                state.next_chunk().await;
+            }
+        },
+    ))
+}
+
+/// Where [`digest_documents`] is: the listing, and the digests of the
+/// chunk read last that are still to be handed on.
+struct Chunks<'a> {
+    jobs: &'a Jobs,
+    ids: mongodb::Cursor<Document>,
+    ready: VecDeque<Result<Document>>,
+    done: bool,
+}
+
+impl Chunks<'_> {
+    /// Reads the next chunk of the listing and digests it. An error ends
+    /// the stream after the digests read before it.
+    async fn next_chunk(&mut self) {
+        let mut ids = Vec::with_capacity(CHUNK);
+        let mut failed = None;
+        while ids.len() < CHUNK {
+            match self.ids.next().await {
+                Some(Ok(listed)) => ids.push(listed.get("_id").cloned().unwrap_or(Bson::Null)),
+                Some(Err(e)) => {
+                    failed = Some(self.jobs.error(e));
+                    break;
+                }
+                None => {
+                    self.done = true;
+                    break;
+                }
+            }
+        }
+        if !ids.is_empty() {
+            match digest_chunk(self.jobs, &ids).await {
+                Ok(digests) => self.ready.extend(digests.into_iter().map(Ok)),
+                Err(e) => failed = Some(e),
+            }
+        }
+        if let Some(e) = failed {
+            self.ready.push_back(Err(e));
+            self.done = true;
+        }
+    }
+}
+
+/// The digests of the jobs with these `_id`s, in the order given.
+async fn digest_chunk(jobs: &Jobs, ids: &[Bson]) -> Result<Vec<Document>> {
+    let options = AggregateOptions::builder()
+        .allow_disk_use(true)
+        .batch_size(CHUNK as u32)
+        .build();
+    let mut cursor = jobs
+        .collection
+        .aggregate(chunk_pipeline(ids))
+        .with_options(options)
+        .await
+        .map_err(|e| jobs.error(e))?;
+    let mut by_id = HashMap::with_capacity(ids.len());
+    while let Some(item) = cursor.next().await {
+        let doc = item.map_err(|e| jobs.error(e))?;
+        by_id.insert(id_key(doc.get("_id")), doc);
+    }
+    Ok(ids
+        .iter()
+        .filter_map(|id| by_id.remove(&id_key(Some(id))))
+        .collect())
+}
+
+/// An `_id` as a map key: its canonical Extended JSON, which tells apart
+/// values that compare unequal in MongoDB (an ObjectId and its hex string).
+fn id_key(id: Option<&Bson>) -> String {
+    id.cloned()
+        .unwrap_or(Bson::Null)
+        .into_canonical_extjson()
+        .to_string()
 }
 
 /// Reads one digest as the pipeline produced it.

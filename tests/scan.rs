@@ -2281,3 +2281,81 @@ async fn refused_credentials_exit_2_and_never_show_a_password() {
         "{all}"
     );
 }
+
+// ------------------------------------------------------------------ chunks
+
+/// The server digests the selected jobs a chunk at a time
+/// (`dupcheck::server::CHUNK`); nothing may be lost, repeated or reordered
+/// at the seams, whatever order the `_id`s are in.
+#[tokio::test]
+async fn jobs_across_many_chunks_come_out_whole_and_newest_first() {
+    let t = TestDb::new("scan_chunks").await;
+    let n = 2 * dupcheck::server::CHUNK + 17;
+    let mut docs = Vec::new();
+    for i in 0..n {
+        let name = format!("job-{i:03}");
+        let results = if i % 7 == 3 {
+            vec![r(&f(1)), r(&f(1)), r(&f(2))]
+        } else {
+            vec![r(&f(1)), r(&f(2))]
+        };
+        let mut d = job_doc(&name, "completed", results, vec![], vec![&f(1), &f(2)]);
+        // Created a minute apart, job-000 newest; the _ids run in another
+        // order, and a few are strings, so neither store nor _id order is
+        // the output order.
+        let at = Utc::now() - chrono::Duration::minutes(i as i64);
+        set(&mut d, "created_at", bson::DateTime::from_chrono(at));
+        if i % 5 == 0 {
+            d.insert("_id", format!("id-{:03}", (i * 37) % n));
+        }
+        docs.push(d);
+    }
+    // Inserted oldest first, in two interleaved halves.
+    let (even, odd): (Vec<_>, Vec<_>) = docs
+        .iter()
+        .cloned()
+        .enumerate()
+        .partition(|(i, _)| i % 2 == 0);
+    let shuffled: Vec<Document> = even.into_iter().rev().chain(odd).map(|(_, d)| d).collect();
+    t.insert(&shuffled).await;
+
+    let expected: Vec<String> = (0..n).map(|i| format!("job-{i:03}")).collect();
+    let flagged: Vec<String> = (0..n)
+        .filter(|i| i % 7 == 3)
+        .map(|i| format!("job-{i:03}"))
+        .collect();
+
+    let (v, out) = scan_server(&t, &["--all"]);
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    assert_eq!(names(&v), expected);
+    assert_eq!(v["summary"]["jobs"], n);
+    let with_findings: Vec<String> = v["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| !findings(j).is_empty())
+        .map(|j| j["job_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(with_findings, flagged);
+
+    // A limit that ends inside a chunk keeps the newest jobs, in order.
+    let limit = dupcheck::server::CHUNK + 3;
+    let (v, out) = scan_server(&t, &["--all", "--limit", &limit.to_string()]);
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    assert_eq!(names(&v), expected[..limit].to_vec());
+
+    // repair lists its candidates through the same chunks.
+    let mut args = vec!["repair".to_owned()];
+    args.extend(t.flags());
+    args.extend(["--since", "1d", "--dry-run", "--format", "json"].map(String::from));
+    let out = dupcheck(args);
+    let plan: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", show(&out)));
+    let planned: Vec<String> = plan["jobs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{}", show(&out)))
+        .iter()
+        .map(|j| j["job_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(planned, flagged, "{}", show(&out));
+}
