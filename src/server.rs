@@ -14,13 +14,11 @@
 //!
 //! What the pipeline costs the server is mostly what it copies. A server may
 //! copy a value each time an expression names it (SecantusDB does), and the
-//! results array, with its OCR text, is most of a document: so the first
-//! stage names it as few times as the digest allows and keeps only the
-//! paths, and the stages after it work on documents of a few kilobytes. And
-//! `$map` or `$filter` may copy every variable in scope for each element, so
-//! the per-path checks run in stages of their own, where nothing else is in
-//! scope, on one string holding every processed path rather than path by
-//! path.
+//! results array, with its OCR text, is most of a document: so it is named
+//! as few times as the digest allows. And `$map` or `$filter` may copy every
+//! variable in scope for each element, so the per-path checks run in stages
+//! of their own, where nothing else is in scope, on one string holding every
+//! processed path rather than path by path.
 //!
 //! Jobs are digested a chunk at a time ([`digest_documents`]), so that a
 //! server that holds an aggregation's whole input in memory holds a few
@@ -84,48 +82,21 @@ pub fn listing(selection: &Selection) -> (Document, FindOptions) {
 }
 
 // Working fields the digest stages add to each job document, and drop.
-const RESULT_PATHS: &str = "$_dupcheck_result_paths";
-const ERROR_PATHS: &str = "$_dupcheck_error_paths";
-const PROCESSED: &str = "$_dupcheck_processed";
-const MESSAGE_IDS: &str = "$_dupcheck_message_ids";
+const BYTES: &str = "$_dupcheck_bytes";
+const RESULTS_TYPE: &str = "$_dupcheck_results_type";
 const JOINED: &str = "$_dupcheck_processed_joined";
 const PATH_CHECK: &str = "$_dupcheck_path_check";
 
 /// The stages that turn job documents into digests.
 fn digest_stages() -> Vec<Document> {
-    let second = doc! { "$addFields": { &JOINED[1..]: joined_paths() } };
-    let third = doc! { "$addFields": { &PATH_CHECK[1..]: path_check() } };
-    vec![slim_stage(), second, third, digest_stage()]
-}
-
-/// The first stage keeps of each job only what the digest reads: its
-/// identity and counters, its size as stored, the types of its four lists
-/// and the lists themselves, with results and errors cut down to their
-/// paths. The OCR text goes no further than this stage, so the stages
-/// after it copy documents of a few kilobytes, not of megabytes.
-fn slim_stage() -> Document {
-    doc! { "$project": {
-        "job_id": 1,
-        "status": 1,
-        "created_at": 1,
-        "total_files": 1,
-        "published_count": 1,
-        "consumed_count": 1,
-        "progress_current": "$progress.current",
-        "summary_successful": "$results.summary.successful",
-        "summary_failed": "$results.summary.failed",
-        "bytes": { "$bsonSize": "$$ROOT" },
-        "shapes": {
-            "results": { "$type": "$checkpoint.results" },
-            "errors": { "$type": "$checkpoint.errors" },
-            "processed": { "$type": "$checkpoint.processed_files" },
-            "message_ids": { "$type": "$checkpoint.processed_message_ids" },
-        },
-        &RESULT_PATHS[1..]: paths_of("$checkpoint.results"),
-        &ERROR_PATHS[1..]: paths_of("$checkpoint.errors"),
-        &PROCESSED[1..]: array_or_empty("$checkpoint.processed_files"),
-        &MESSAGE_IDS[1..]: array_or_empty("$checkpoint.processed_message_ids"),
-    } }
+    // The size is of the document as stored, before fields are added.
+    let first = doc! { "$addFields": {
+        &BYTES[1..]: { "$bsonSize": "$$ROOT" },
+        &RESULTS_TYPE[1..]: { "$type": "$checkpoint.results" },
+        &JOINED[1..]: joined_paths(),
+    } };
+    let second = doc! { "$addFields": { &PATH_CHECK[1..]: path_check() } };
+    vec![first, second, digest_stage()]
 }
 
 fn array_or_empty(field: &str) -> Bson {
@@ -195,7 +166,7 @@ fn base_name() -> Document {
 /// written `//`, which the odd-spelling check always catches.
 fn joined_paths() -> Document {
     doc! { "$reduce": {
-        "input": PROCESSED,
+        "input": array_or_empty("$checkpoint.processed_files"),
         "initialValue": "\n",
         "in": { "$cond": [
             { "$eq": [{ "$type": "$$this" }, "string"] },
@@ -223,7 +194,7 @@ fn replace_all(input: impl Into<Bson>, find: impl Into<Bson>, with: &str) -> Bso
 /// operators per job on the joined string; a path holding a line break,
 /// or paths in several folders, are checked path by path.
 fn path_check() -> Document {
-    let processed = Bson::String(PROCESSED.into());
+    let processed = array_or_empty("$checkpoint.processed_files");
     let count = Bson::Document(doc! { "$size": processed.clone() });
 
     // One line per path: no path holds a line break of its own. Then each
@@ -328,17 +299,28 @@ fn digest_stage() -> Document {
         "total_files": 1,
         "published_count": 1,
         "consumed_count": 1,
-        "progress_current": 1,
-        "summary_successful": 1,
-        "summary_failed": 1,
-        "bytes": 1,
-        "shapes": 1,
+        "progress_current": "$progress.current",
+        "summary_successful": "$results.summary.successful",
+        "summary_failed": "$results.summary.failed",
+        "bytes": BYTES,
+        "shapes": {
+            "results": RESULTS_TYPE,
+            "errors": { "$type": "$checkpoint.errors" },
+            "processed": { "$type": "$checkpoint.processed_files" },
+            "message_ids": { "$type": "$checkpoint.processed_message_ids" },
+        },
         "facts": { "$let": {
             "vars": {
-                "rp": RESULT_PATHS,
-                "ep": ERROR_PATHS,
-                "pf": PROCESSED,
-                "mi": MESSAGE_IDS,
+                // The results array is named once more, only if an array.
+                "rp": { "$map": {
+                    "input": { "$cond": [
+                        { "$eq": [RESULTS_TYPE, "array"] }, "$checkpoint.results", []
+                    ] },
+                    "in": "$$this.file_path",
+                } },
+                "ep": paths_of("$checkpoint.errors"),
+                "pf": array_or_empty("$checkpoint.processed_files"),
+                "mi": array_or_empty("$checkpoint.processed_message_ids"),
             },
             "in": { "$let": {
                 "vars": { "sizes": inner },
