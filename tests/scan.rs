@@ -2359,3 +2359,29 @@ async fn jobs_across_many_chunks_come_out_whole_and_newest_first() {
         .collect();
     assert_eq!(planned, flagged, "{}", show(&out));
 }
+
+/// A server compares `created_at` with a window only when it is a date; a
+/// dump scan must select the same jobs, so a date written as text is in no
+/// window there either (and in --all on both).
+#[tokio::test]
+async fn a_created_at_written_as_text_is_in_no_window() {
+    let t = TestDb::new("scan_text_date").await;
+    let mut texted = aged("texted", "completed", 0);
+    set(&mut texted, "created_at", Utc::now().to_rfc3339());
+    let docs = vec![aged("dated", "completed", 0), texted];
+    t.insert(&docs).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dump = write_dump(dir.path(), "text-date.json", &docs, Form::RelaxedLines);
+
+    for (flags, want) in [
+        (vec!["--since", "1h"], vec!["dated"]),
+        (vec!["--all"], vec!["dated", "texted"]),
+    ] {
+        let (v, out) = scan_server(&t, &flags);
+        assert_eq!(code(&out), 0, "{}", show(&out));
+        assert_eq!(sorted(names(&v)), strs(&want), "server {flags:?}");
+        let (v, out) = scan_file(&dump, &flags);
+        assert_eq!(code(&out), 0, "{}", show(&out));
+        assert_eq!(sorted(names(&v)), strs(&want), "dump {flags:?}");
+    }
+}
