@@ -231,11 +231,29 @@ fn distinct_values(value: Option<&Bson>) -> u64 {
     let Some(Bson::Array(items)) = value else {
         return 0;
     };
-    let set: HashSet<String> = items
-        .iter()
-        .map(|b| b.clone().into_relaxed_extjson().to_string())
-        .collect();
+    let set: HashSet<String> = items.iter().map(value_key).collect();
     set.len() as u64
+}
+
+/// A value as a set key, equal where MongoDB's `$setUnion` finds values
+/// equal: numbers by value, whatever their type (`1`, `1.0` and
+/// `NumberLong(1)` are one message id), anything else by its Extended JSON.
+fn value_key(value: &Bson) -> String {
+    let number = |x: f64| {
+        if x.is_nan() {
+            "number:nan".to_owned()
+        } else if x.fract() == 0.0 && x.abs() < 9.0e15 {
+            format!("number:{}", x as i64)
+        } else {
+            format!("number:{x:?}")
+        }
+    };
+    match value {
+        Bson::Int32(n) => format!("number:{n}"),
+        Bson::Int64(n) => format!("number:{n}"),
+        Bson::Double(x) => number(*x),
+        other => other.clone().into_relaxed_extjson().to_string(),
+    }
 }
 
 pub(crate) fn shape(value: Option<&Bson>) -> Shape {

@@ -2385,3 +2385,37 @@ async fn a_created_at_written_as_text_is_in_no_window() {
         assert_eq!(sorted(names(&v)), strs(&want), "dump {flags:?}");
     }
 }
+
+/// Message ids are compared as the server's `$setUnion` compares them:
+/// 1, 1.0 and NumberLong(1) are one id, "1" another.
+#[tokio::test]
+async fn numerically_equal_message_ids_are_one_id_on_server_and_in_a_dump() {
+    let t = TestDb::new("scan_message_ids").await;
+    let mut job = job_doc(
+        "numbers",
+        "completed",
+        vec![r(&f(1)), r(&f(2))],
+        vec![],
+        vec![&f(1), &f(2)],
+    );
+    set(
+        &mut job,
+        "checkpoint.processed_message_ids",
+        vec![
+            Bson::Int32(1),
+            Bson::Double(1.0),
+            Bson::Int64(1),
+            Bson::String("1".into()),
+            Bson::Double(2.5),
+        ],
+    );
+    let reports = assert_agree(&t, &[job]).await;
+    assert_eq!(
+        findings(&reports["numbers"]),
+        vec![json!({
+            "kind": "repeated_message_id",
+            "count": 2,
+            "field": "checkpoint.processed_message_ids",
+        })],
+    );
+}
