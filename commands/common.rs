@@ -57,13 +57,27 @@ pub struct Server {
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS",
           value_parser = positive_seconds)]
     pub timeout: f64,
+
+    /// Seconds, once connected, to wait for any one answer from the
+    /// server before giving up (a large unindexed listing can take a while)
+    #[arg(long, default_value_t = 300.0, value_name = "SECONDS",
+          value_parser = request_seconds)]
+    pub request_timeout: f64,
 }
 
 fn positive_seconds(s: &str) -> Result<f64, String> {
+    seconds_up_to(s, 3600.0)
+}
+
+fn request_seconds(s: &str) -> Result<f64, String> {
+    seconds_up_to(s, 86400.0)
+}
+
+fn seconds_up_to(s: &str, most: f64) -> Result<f64, String> {
     match s.parse::<f64>() {
-        Ok(x) if x > 0.0 && x.is_finite() && x <= 3600.0 => Ok(x),
+        Ok(x) if x > 0.0 && x.is_finite() && x <= most => Ok(x),
         _ => Err(format!(
-            "{s:?} is not a number of seconds between 0 and 3600"
+            "{s:?} is not a number of seconds more than 0 and at most {most}"
         )),
     }
 }
@@ -75,6 +89,7 @@ impl Server {
             db: self.db.clone(),
             collection: self.collection.clone(),
             timeout: Duration::from_secs_f64(self.timeout),
+            request_timeout: Duration::from_secs_f64(self.request_timeout),
         }
     }
 

@@ -23,6 +23,8 @@ pub struct Target {
     pub collection: String,
     /// How long reaching the server may take.
     pub timeout: Duration,
+    /// How long, once connected, one request may go unanswered.
+    pub request_timeout: Duration,
 }
 
 /// A connected collection of job documents.
@@ -32,6 +34,8 @@ pub struct Jobs {
     pub collection: Collection<Document>,
     /// The password of the URI, kept only to scrub it from messages.
     secret: Option<String>,
+    /// How long one request may go unanswered (see [`Jobs::answer`]).
+    request_timeout: Duration,
 }
 
 impl Jobs {
@@ -77,11 +81,14 @@ impl Jobs {
         if target.collection.is_empty() {
             return Err(Error::usage("--collection must not be empty"));
         }
-        let found = db
-            .list_collection_names()
-            .filter(doc! { "name": &target.collection })
-            .await
-            .map_err(&fail)?;
+        let found = tokio::time::timeout(
+            target.request_timeout,
+            db.list_collection_names()
+                .filter(doc! { "name": &target.collection }),
+        )
+        .await
+        .map_err(|_| no_answer("listing collections", target.request_timeout))?
+        .map_err(&fail)?;
         if found.is_empty() {
             return Err(Error::new(
                 ErrorKind::NotFound,
@@ -96,13 +103,38 @@ impl Jobs {
             collection: db.collection(&target.collection),
             client,
             secret,
+            request_timeout: target.request_timeout,
         })
+    }
+
+    /// Awaits one request to the server. The driver bounds only how long
+    /// connecting takes: a server (or a link) that stops answering once
+    /// connected would otherwise hold the run forever.
+    pub async fn answer<T>(
+        &self,
+        doing: &str,
+        request: impl std::future::Future<Output = mongodb::error::Result<T>>,
+    ) -> Result<T> {
+        tokio::time::timeout(self.request_timeout, request)
+            .await
+            .map_err(|_| no_answer(doing, self.request_timeout))?
+            .map_err(|e| self.error(e))
     }
 
     /// Turns a driver error from a later operation into ours.
     pub fn error(&self, e: mongodb::error::Error) -> Error {
         from_driver(e, self.secret.as_deref())
     }
+}
+
+fn no_answer(doing: &str, waited: Duration) -> Error {
+    Error::new(
+        ErrorKind::Connect,
+        format!(
+            "no answer from the server for {}s while {doing} (--request-timeout)",
+            waited.as_secs_f64()
+        ),
+    )
 }
 
 fn from_driver(e: mongodb::error::Error, secret: Option<&str>) -> Error {

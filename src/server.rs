@@ -25,6 +25,7 @@
 //! jobs, not the collection. docs/benchmarks.md has figures.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::IntoFuture;
 
 use bson::{doc, Bson, Document};
 use futures_util::stream::{Stream, StreamExt};
@@ -364,11 +365,14 @@ pub async fn digest_documents<'a>(
 ) -> Result<impl Stream<Item = Result<Document>> + 'a> {
     let (filter, options) = listing(selection);
     let ids = jobs
-        .collection
-        .find(filter)
-        .with_options(options)
-        .await
-        .map_err(|e| jobs.error(e))?;
+        .answer(
+            "listing the selected jobs",
+            jobs.collection
+                .find(filter)
+                .with_options(options)
+                .into_future(),
+        )
+        .await?;
     let state = Chunks {
         jobs,
         ids,
@@ -407,13 +411,16 @@ impl Chunks<'_> {
         let mut ids = Vec::with_capacity(CHUNK);
         let mut failed = None;
         while ids.len() < CHUNK {
-            match self.ids.next().await {
-                Some(Ok(listed)) => ids.push(listed.get("_id").cloned().unwrap_or(Bson::Null)),
-                Some(Err(e)) => {
-                    failed = Some(self.jobs.error(e));
+            let next = self.jobs.answer("listing the selected jobs", async {
+                self.ids.next().await.transpose()
+            });
+            match next.await {
+                Ok(Some(listed)) => ids.push(listed.get("_id").cloned().unwrap_or(Bson::Null)),
+                Err(e) => {
+                    failed = Some(e);
                     break;
                 }
-                None => {
+                Ok(None) => {
                     self.done = true;
                     break;
                 }
@@ -438,15 +445,21 @@ async fn digest_chunk(jobs: &Jobs, ids: &[Bson]) -> Result<Vec<Document>> {
         .allow_disk_use(true)
         .batch_size(CHUNK as u32)
         .build();
+    let doing = "digesting jobs";
     let mut cursor = jobs
-        .collection
-        .aggregate(chunk_pipeline(ids))
-        .with_options(options)
-        .await
-        .map_err(|e| jobs.error(e))?;
+        .answer(
+            doing,
+            jobs.collection
+                .aggregate(chunk_pipeline(ids))
+                .with_options(options)
+                .into_future(),
+        )
+        .await?;
     let mut by_id = HashMap::with_capacity(ids.len());
-    while let Some(item) = cursor.next().await {
-        let doc = item.map_err(|e| jobs.error(e))?;
+    while let Some(doc) = jobs
+        .answer(doing, async { cursor.next().await.transpose() })
+        .await?
+    {
         by_id.insert(id_key(doc.get("_id")), doc);
     }
     Ok(ids

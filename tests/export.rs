@@ -187,6 +187,7 @@ async fn jobs_of(t: &TestDb) -> Jobs {
         db: t.name.clone(),
         collection: "bulk_jobs".into(),
         timeout: std::time::Duration::from_secs(20),
+        request_timeout: std::time::Duration::from_secs(300),
     })
     .await
     .expect("connect")

@@ -147,6 +147,7 @@ async fn duplicate_job_ids_block_only_the_unique_index() {
         db: t.name.clone(),
         collection: "bulk_jobs".into(),
         timeout: std::time::Duration::from_secs(20),
+        request_timeout: std::time::Duration::from_secs(300),
     })
     .await
     .expect("connect");

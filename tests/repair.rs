@@ -131,6 +131,7 @@ async fn connect(t: &TestDb) -> Jobs {
         db: t.name.clone(),
         collection: "bulk_jobs".into(),
         timeout: Duration::from_secs(20),
+        request_timeout: Duration::from_secs(300),
     })
     .await
     .expect("connect")
