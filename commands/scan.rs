@@ -7,8 +7,10 @@
 //! keeps one small row per job until the end.
 
 use std::collections::HashSet;
+use std::future::IntoFuture;
 use std::io::{self, IsTerminal, Write};
 
+use bson::doc;
 use chrono::Utc;
 use clap::{Args as ClapArgs, ValueEnum};
 use comfy_table::{presets, Cell, Color, ContentArrangement, Table};
@@ -93,23 +95,25 @@ pub fn run(args: Args) -> Outcome {
         }
     };
     let failure = read.err();
-    let missing = sink.missing(&selection);
+    let (absent, unselected): (Vec<String>, Vec<String>) = sink
+        .missing(&selection)
+        .into_iter()
+        .partition(|id| !sink.existing.contains(id));
     let finished = sink.finish(failure.as_ref());
 
     // A job named with --job that no document carries is an error, as in
-    // repair and export; with other filters it may just be outside them.
-    let filtered = selection.since.is_some() || !selection.statuses.is_empty();
-    for id in &missing {
-        if filtered {
-            say!(
-                "job {}: not selected (no such job_id, or outside --since/--status)",
-                shown(id)
-            );
-        } else {
-            say!("job {}: no such job_id", shown(id));
-        }
+    // repair and export: a typo must not look like a clean scan. One that
+    // exists but is outside the other filters is only noted.
+    for id in &unselected {
+        say!(
+            "job {}: not selected (outside --since, --status or --limit)",
+            shown(id)
+        );
     }
-    if failure.is_none() && !missing.is_empty() && !filtered {
+    for id in &absent {
+        say!("job {}: no such job_id", shown(id));
+    }
+    if failure.is_none() && !absent.is_empty() {
         return Outcome::Incomplete;
     }
 
@@ -153,6 +157,17 @@ async fn scan_server(
         spinner.inc(1);
     }
     spinner.finish_and_clear();
+    if !selection.jobs.is_empty() {
+        let filter = doc! { "job_id": { "$in": &selection.jobs } };
+        let carried = jobs
+            .answer(
+                "looking up --job ids",
+                jobs.collection.distinct("job_id", filter).into_future(),
+            )
+            .await?;
+        sink.existing
+            .extend(carried.iter().filter_map(|b| b.as_str().map(str::to_owned)));
+    }
     Ok(())
 }
 
@@ -177,6 +192,11 @@ fn scan_file(
             }
             Ok(doc) => {
                 let digest = JobDigest::from_document(&doc);
+                if let Some(id) = &digest.job_id {
+                    if selection.jobs.contains(id) {
+                        sink.existing.insert(id.clone());
+                    }
+                }
                 // As on a server, only a date is in a window: a created_at
                 // written as text is shown, but never selected by --since.
                 let dated = matches!(doc.get("created_at"), Some(bson::Bson::DateTime(_)));
@@ -238,6 +258,8 @@ struct Sink<'a> {
     rows: Vec<JobReport>,
     /// job_ids met, to tell which `--job` ids match no document.
     seen: HashSet<String>,
+    /// `--job` ids that some document carries, selected or not.
+    existing: HashSet<String>,
     colour: bool,
 }
 
@@ -275,6 +297,7 @@ impl<'a> Sink<'a> {
             tally: Tally::default(),
             rows: Vec::new(),
             seen: HashSet::new(),
+            existing: HashSet::new(),
             colour: common::colour(),
         };
         match format {

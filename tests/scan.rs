@@ -2004,6 +2004,43 @@ async fn selection_flags_pick_the_right_jobs() {
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     let (_, out) = scan_file(&dump, &["--job", "nope"]);
     assert_eq!(code(&out), 2, "{}", stderr(&out));
+    // ... whatever other filters come with it; a job that exists but is
+    // outside them, or cut by --limit, is only noted.
+    for flags in [
+        vec!["--job", "nope", "--status", "completed"],
+        vec!["--job", "nope", "--since", "1h"],
+        vec!["--job", "old", "--job", "nope", "--all"],
+    ] {
+        let (_, out) = scan_server(&t, &flags);
+        assert_eq!(code(&out), 2, "server {flags:?}: {}", show(&out));
+        assert!(
+            stderr(&out).contains("job nope: no such job_id"),
+            "{}",
+            show(&out)
+        );
+        let (_, out) = scan_file(&dump, &flags);
+        assert_eq!(code(&out), 2, "dump {flags:?}: {}", show(&out));
+    }
+    for flags in [
+        vec!["--job", "new", "--job", "old", "--limit", "1"],
+        vec!["--job", "old", "--status", "error"],
+    ] {
+        let (v, out) = scan_server(&t, &flags);
+        assert_eq!(code(&out), 0, "server {flags:?}: {}", show(&out));
+        assert!(
+            stderr(&out).contains("job old: not selected"),
+            "{}",
+            show(&out)
+        );
+        let (v_file, out) = scan_file(&dump, &flags);
+        assert_eq!(code(&out), 0, "dump {flags:?}: {}", show(&out));
+        assert!(
+            stderr(&out).contains("job old: not selected"),
+            "{}",
+            show(&out)
+        );
+        assert_eq!(names(&v), names(&v_file), "{flags:?}");
+    }
 
     let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
         (vec!["--since", "1h"], vec!["new"]),
