@@ -178,7 +178,7 @@ fn scan_file(
 ) -> dupcheck::Result<()> {
     // A dump has no index to sort by: collect the selected digests' order
     // keys only when a limit asks for the newest jobs.
-    let mut kept: Vec<JobDigest> = Vec::new();
+    let mut kept: Vec<(Option<bson::Bson>, bson::Bson, JobDigest)> = Vec::new();
     let mut failed: Option<Error> = None;
     let shown = path.display().to_string();
     dump::read(path, |place, doc| {
@@ -208,7 +208,9 @@ fn scan_file(
                     return;
                 }
                 if selection.limit.is_some() {
-                    kept.push(digest);
+                    let created = doc.get("created_at").cloned();
+                    let id = doc.get("_id").cloned().unwrap_or(bson::Bson::Null);
+                    kept.push((created, id, digest));
                 } else if let Err(e) = sink.job(&digest) {
                     failed = Some(e);
                 }
@@ -219,10 +221,12 @@ fn scan_file(
         return Err(e);
     }
     if let Some(limit) = selection.limit {
-        // As the server sorts: newest first, then the greater _id (hex of
-        // an ObjectId orders as the ObjectId does).
-        kept.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
-        for digest in kept.iter().take(limit as usize) {
+        // As the server sorts: newest first, then the greater _id, in
+        // MongoDB's order of values.
+        kept.sort_by(|(a_at, a_id, _), (b_at, b_id, _)| {
+            dupcheck::select::newest_first(a_at.as_ref(), a_id, b_at.as_ref(), b_id)
+        });
+        for (_, _, digest) in kept.iter().take(limit as usize) {
             sink.job(digest)?;
         }
     }
@@ -404,6 +408,15 @@ impl<'a> Sink<'a> {
                 num(f.actual),
                 f.message.clone(),
             ]));
+        }
+        // Values go out as they are, for scripts and spreadsheets; but on
+        // a terminal a file name must not be able to rewrite the screen.
+        if io::stdout().is_terminal() {
+            for field in rows.iter_mut().flatten() {
+                if let std::borrow::Cow::Owned(safe) = shown(field) {
+                    *field = safe;
+                }
+            }
         }
         let rows: Vec<&[String]> = rows.iter().map(Vec::as_slice).collect();
         self.out.write_all(&csv_line(&rows)).map_err(out_err)

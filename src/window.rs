@@ -10,6 +10,15 @@ use crate::error::{Error, Result};
 
 /// The start of the window that `--since SPEC` describes, as of `now`.
 pub fn since(spec: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
+    // To the millisecond, as a BSON date holds it: a server compares with
+    // the stored milliseconds, and a dump scan must draw the same line.
+    parse_since(spec, now).map(|t| {
+        let ms = t.timestamp_millis();
+        DateTime::from_timestamp_millis(ms).unwrap_or(t)
+    })
+}
+
+fn parse_since(spec: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
     let spec = spec.trim();
     if let Some(back) = parse_duration(spec) {
         return now
@@ -54,6 +63,14 @@ mod tests {
         DateTime::parse_from_rfc3339("2026-01-09T12:00:00Z")
             .unwrap()
             .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn a_time_is_cut_to_the_millisecond_as_a_bson_date_holds_it() {
+        let t = since("2026-01-09T03:40:00.0005Z", now()).unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-01-09T03:40:00+00:00");
+        let t = since("2026-01-09T03:40:00.0015Z", now()).unwrap();
+        assert_eq!(t.timestamp_millis() % 1000, 1);
     }
 
     #[test]

@@ -2547,3 +2547,113 @@ async fn a_server_that_stops_answering_ends_the_scan() {
     assert_eq!(err.trim().lines().count(), 1, "{}", show(&out));
     assert!(took >= Duration::from_secs(2), "took {took:?}");
 }
+
+/// `--limit` keeps the same jobs, in the same order, from a dump as from a
+/// server: ties on created_at broken by the greater _id in MongoDB's order
+/// of values (10 after 9, an ObjectId after any string), a created_at
+/// written as text after every date, a missing one last.
+#[tokio::test]
+async fn limit_keeps_the_same_jobs_from_a_dump_as_from_a_server() {
+    let t = TestDb::new("scan_limit_order").await;
+    let at = bson::DateTime::from_chrono(Utc::now() - chrono::Duration::hours(1));
+    let mut docs = Vec::new();
+    let mut add = |name: &str, id: Bson, created: Option<Bson>| {
+        let mut d = aged(name, "completed", 0);
+        d.insert("_id", id);
+        match created {
+            Some(c) => set(&mut d, "created_at", c),
+            None => unset(&mut d, "created_at"),
+        }
+        docs.push(d);
+    };
+    add("int-9", Bson::Int32(9), Some(Bson::DateTime(at)));
+    add("int-10", Bson::Int32(10), Some(Bson::DateTime(at)));
+    add("string", Bson::String("z".into()), Some(Bson::DateTime(at)));
+    add(
+        "oid",
+        Bson::ObjectId(bson::oid::ObjectId::new()),
+        Some(Bson::DateTime(at)),
+    );
+    add("double", Bson::Double(9.5), Some(Bson::DateTime(at)));
+    add(
+        "text-date",
+        Bson::Int32(1),
+        Some(Bson::String("2099-01-01T00:00:00Z".into())),
+    );
+    add("no-date", Bson::Int32(2), None);
+    add(
+        "older",
+        Bson::Int32(3),
+        Some(Bson::DateTime(bson::DateTime::from_millis(0))),
+    );
+    t.insert(&docs).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dump = write_dump(dir.path(), "order.json", &docs, Form::CanonicalLines);
+
+    let want = strs(&[
+        "oid",
+        "string",
+        "int-10",
+        "double",
+        "int-9",
+        "older",
+        "text-date",
+        "no-date",
+    ]);
+    for limit in 1..=docs.len() {
+        let flags = ["--all", "--limit", &limit.to_string()].map(String::from);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let (v, out) = scan_server(&t, &flags);
+        assert!(code(&out) < 2, "{}", show(&out));
+        assert_eq!(names(&v), want[..limit].to_vec(), "server --limit {limit}");
+        let (v, out) = scan_file(&dump, &flags);
+        assert!(code(&out) < 2, "{}", show(&out));
+        assert_eq!(names(&v), want[..limit].to_vec(), "dump --limit {limit}");
+    }
+}
+
+/// CSV carries values as they are when written to a file or a pipe, but
+/// on a terminal escapes control and bidi characters, as the table does.
+#[test]
+fn csv_on_a_terminal_escapes_what_a_terminal_would_act_on() {
+    let path = "/data/in/\u{1b}]0;pwned\u{7}page\u{202e}gpj.tif";
+    let docs = vec![job_doc(
+        "evil",
+        "completed",
+        vec![r(path), r(path)],
+        vec![],
+        vec![path],
+    )];
+    let dir = tempfile::tempdir().unwrap();
+    let dump = write_dump(dir.path(), "evil.json", &docs, Form::RelaxedLines);
+    let args = file_args(&dump, &["--format", "csv"]);
+
+    let piped = dupcheck(&args);
+    assert_eq!(code(&piped), 1, "{}", show(&piped));
+    assert!(
+        stdout(&piped).contains(path),
+        "CSV to a pipe keeps the value"
+    );
+
+    let Some(on_tty) = ({
+        let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+        let line: Vec<String> = std::iter::once(env!("CARGO_BIN_EXE_dupcheck"))
+            .chain(args.iter().map(String::as_str))
+            .map(quote)
+            .collect();
+        Command::new("script")
+            .args(["-qec", &line.join(" "), "/dev/null"])
+            .env_remove("MONGODB_URI")
+            .output()
+            .ok()
+            .filter(|o| o.status.code().is_some())
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    }) else {
+        println!("note: script(1) is not available; CSV on a terminal not tested");
+        return;
+    };
+    assert!(on_tty.contains("evil"), "{on_tty:?}");
+    // script(1) turns "\n" into "\r\n"; anything else raw is the path's.
+    let text = on_tty.replace("\r\n", "\n");
+    assert_eq!(raw_control(&text), None, "{text:?}");
+}
