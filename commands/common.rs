@@ -161,13 +161,23 @@ pub fn colour() -> bool {
 }
 
 /// Text from the database made safe to print on a terminal: control
-/// characters (escape sequences, carriage returns, newlines) and the
-/// bidirectional overrides are shown escaped, so a file name cannot
-/// rewrite the screen or forge a line of the report. JSON and CSV output
-/// carry the text as it is; their formats quote it.
+/// characters (escape sequences, carriage returns, newlines), the
+/// bidirectional marks and overrides, line and paragraph separators and
+/// invisible characters are shown escaped, so a file name cannot rewrite
+/// the screen or forge a line of the report. JSON carries the text as it
+/// is (its format quotes it), and so does CSV unless on a terminal.
 pub fn shown(text: &str) -> Cow<'_, str> {
-    let risky =
-        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    let risky = |c: char| {
+        c.is_control()
+            || matches!(
+                c,
+                '\u{061c}'
+                    | '\u{200b}'..='\u{200f}'
+                    | '\u{2028}'..='\u{202e}'
+                    | '\u{2060}'..='\u{2069}'
+                    | '\u{feff}'
+            )
+    };
     if !text.chars().any(risky) {
         return Cow::Borrowed(text);
     }
@@ -250,5 +260,22 @@ pub fn plural(n: u64, one: &str) -> String {
         format!("1 {one}")
     } else {
         format!("{n} {one}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown;
+
+    #[test]
+    fn marks_and_invisible_characters_are_escaped() {
+        for c in [
+            '\u{1b}', '\u{061c}', '\u{200b}', '\u{200e}', '\u{200f}', '\u{2028}', '\u{202e}',
+            '\u{2066}', '\u{feff}',
+        ] {
+            let text = format!("a{c}b");
+            assert_eq!(shown(&text), format!("a\\u{{{:x}}}b", c as u32), "{c:?}");
+        }
+        assert_eq!(shown("plain/path é.jpg"), "plain/path é.jpg");
     }
 }

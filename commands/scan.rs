@@ -104,6 +104,12 @@ pub fn run(args: Args) -> Outcome {
     // A job named with --job that no document carries is an error, as in
     // repair and export: a typo must not look like a clean scan. One that
     // exists but is outside the other filters is only noted.
+    // Which --job ids are missing is known only if the read finished.
+    let (absent, unselected) = if failure.is_some() {
+        (Vec::new(), Vec::new())
+    } else {
+        (absent, unselected)
+    };
     for id in &unselected {
         say!(
             "job {}: not selected (outside --since, --status or --limit)",
@@ -197,13 +203,10 @@ fn scan_file(
                         sink.existing.insert(id.clone());
                     }
                 }
-                // As on a server, only a date is in a window: a created_at
-                // written as text is shown, but never selected by --since.
-                let dated = matches!(doc.get("created_at"), Some(bson::Bson::DateTime(_)));
                 if !selection.matches(
                     digest.job_id.as_deref(),
                     digest.status.as_deref(),
-                    digest.created_at.filter(|_| dated),
+                    window_date(doc.get("created_at")),
                 ) {
                     return;
                 }
@@ -231,6 +234,24 @@ fn scan_file(
         }
     }
     Ok(())
+}
+
+/// The date a server compares with a `--since` window: a date, or the
+/// latest date of an array (`$gte` matches if any element does). A
+/// created_at written as text is shown, but in no window.
+fn window_date(created_at: Option<&bson::Bson>) -> Option<chrono::DateTime<Utc>> {
+    use bson::Bson;
+    match created_at? {
+        Bson::DateTime(d) => Some(d.to_chrono()),
+        Bson::Array(items) => items
+            .iter()
+            .filter_map(|b| match b {
+                Bson::DateTime(d) => Some(d.to_chrono()),
+                _ => None,
+            })
+            .max(),
+        _ => None,
+    }
 }
 
 fn spinner() -> ProgressBar {

@@ -84,7 +84,8 @@ fn descending_key(value: &Bson) -> &Bson {
         Bson::Array(items) => items
             .iter()
             .max_by(|x, y| compare(x, y))
-            .unwrap_or(&Bson::Null),
+            // An empty array sorts below null and missing.
+            .unwrap_or(&Bson::MinKey),
         other => other,
     }
 }
@@ -100,11 +101,7 @@ pub fn compare(a: &Bson, b: &Bson) -> std::cmp::Ordering {
         return ra.cmp(&rb);
     }
     match (a, b) {
-        _ if ra == 3 => {
-            let (x, y) = (number(a), number(b));
-            x.partial_cmp(&y)
-                .unwrap_or_else(|| x.is_nan().cmp(&y.is_nan()).reverse())
-        }
+        _ if ra == 3 => compare_numbers(a, b),
         (Bson::String(x), Bson::String(y)) => x.as_bytes().cmp(y.as_bytes()),
         (Bson::Symbol(x), Bson::Symbol(y)) => x.as_bytes().cmp(y.as_bytes()),
         (Bson::String(x), Bson::Symbol(y)) | (Bson::Symbol(x), Bson::String(y)) => {
@@ -175,6 +172,24 @@ fn rank(value: &Bson) -> u8 {
     }
 }
 
+/// Numbers by value: whole numbers exactly (two int64 ids past 2^53 stay
+/// apart), anything else through doubles.
+fn compare_numbers(a: &Bson, b: &Bson) -> std::cmp::Ordering {
+    let whole = |v: &Bson| match v {
+        Bson::Int32(n) => Some(i128::from(*n)),
+        Bson::Int64(n) => Some(i128::from(*n)),
+        Bson::Double(x) if x.fract() == 0.0 && x.abs() < 9.2e18 => Some(*x as i128),
+        _ => None,
+    };
+    if let (Some(x), Some(y)) = (whole(a), whole(b)) {
+        return x.cmp(&y);
+    }
+    let (x, y) = (number(a), number(b));
+    // NaN sorts below every other number.
+    x.partial_cmp(&y)
+        .unwrap_or_else(|| y.is_nan().cmp(&x.is_nan()))
+}
+
 fn number(value: &Bson) -> f64 {
     match value {
         Bson::Int32(n) => f64::from(*n),
@@ -221,6 +236,15 @@ mod order_tests {
             }
         }
         assert_eq!(compare(&Bson::Int32(1), &Bson::Double(1.0)), Equal);
+        let big = |n: i64| Bson::Int64(n);
+        assert_eq!(
+            compare(
+                &big(1_234_567_890_123_456_788),
+                &big(1_234_567_890_123_456_789)
+            ),
+            Less
+        );
+        assert_eq!(compare(&Bson::Double(f64::NAN), &Bson::Int32(-5)), Less);
     }
 
     #[test]

@@ -2195,18 +2195,16 @@ fn an_unreachable_server_fails_fast_with_one_line() {
         listener.local_addr().unwrap().port()
     };
     let uri = format!("mongodb://127.0.0.1:{port}");
-    for format in ["table", "json"] {
+    // With --job too: the scan never got to look the job up, so it must
+    // not be called missing.
+    for (format, which) in [("table", "--all"), ("json", "--all"), ("table", "--job")] {
         let started = Instant::now();
-        let out = dupcheck([
-            "scan",
-            "--uri",
-            &uri,
-            "--timeout",
-            "1",
-            "--all",
-            "--format",
-            format,
-        ]);
+        let mut args = vec!["scan", "--uri", &uri, "--timeout", "1", "--format", format];
+        args.extend(match which {
+            "--job" => vec!["--job", "6fd2ff5c-a6e7-445c-affd-90d41621d789"],
+            _ => vec!["--all"],
+        });
+        let out = dupcheck(&args);
         let took = started.elapsed();
         assert_eq!(code(&out), 2, "{}", stderr(&out));
         assert!(took < Duration::from_secs(6), "took {took:?}");
@@ -2586,6 +2584,15 @@ async fn limit_keeps_the_same_jobs_from_a_dump_as_from_a_server() {
         Bson::Int32(3),
         Some(Bson::DateTime(bson::DateTime::from_millis(0))),
     );
+    // Past 2^53, where a double cannot tell the two apart.
+    let ms = |n: i64| Some(Bson::DateTime(bson::DateTime::from_millis(n)));
+    add("big-8", Bson::Int64(1_234_567_890_123_456_788), ms(1));
+    add("big-9", Bson::Int64(1_234_567_890_123_456_789), ms(1));
+    // A descending sort looks at an array's greatest element; an empty
+    // array sorts below a missing field.
+    let dates = Bson::Array(vec![ms(2).unwrap(), ms(-5).unwrap()]);
+    add("array", Bson::Int32(4), Some(dates));
+    add("empty-array", Bson::Int32(5), Some(Bson::Array(vec![])));
     t.insert(&docs).await;
     let dir = tempfile::tempdir().unwrap();
     let dump = write_dump(dir.path(), "order.json", &docs, Form::CanonicalLines);
@@ -2596,9 +2603,13 @@ async fn limit_keeps_the_same_jobs_from_a_dump_as_from_a_server() {
         "int-10",
         "double",
         "int-9",
+        "array",
+        "big-9",
+        "big-8",
         "older",
         "text-date",
         "no-date",
+        "empty-array",
     ]);
     for limit in 1..=docs.len() {
         let flags = ["--all", "--limit", &limit.to_string()].map(String::from);
@@ -2610,6 +2621,12 @@ async fn limit_keeps_the_same_jobs_from_a_dump_as_from_a_server() {
         assert!(code(&out) < 2, "{}", show(&out));
         assert_eq!(names(&v), want[..limit].to_vec(), "dump --limit {limit}");
     }
+    // An array of dates is in a window if one of them is.
+    let since = "1970-01-01T00:00:00.002Z";
+    let (v, _) = scan_server(&t, &["--since", since]);
+    let (v_file, _) = scan_file(&dump, &["--since", since]);
+    assert!(names(&v).contains(&"array".to_owned()), "{v}");
+    assert_eq!(sorted(names(&v)), sorted(names(&v_file)));
 }
 
 /// CSV carries values as they are when written to a file or a pipe, but
