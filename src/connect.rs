@@ -115,10 +115,21 @@ impl Jobs {
         doing: &str,
         request: impl std::future::Future<Output = mongodb::error::Result<T>>,
     ) -> Result<T> {
+        self.within(doing, request)
+            .await?
+            .map_err(|e| self.error(e))
+    }
+
+    /// As [`Jobs::answer`], but hands back the driver's own result, for a
+    /// caller that tells some server errors apart.
+    pub async fn within<T>(
+        &self,
+        doing: &str,
+        request: impl std::future::Future<Output = mongodb::error::Result<T>>,
+    ) -> Result<mongodb::error::Result<T>> {
         tokio::time::timeout(self.request_timeout, request)
             .await
-            .map_err(|_| no_answer(doing, self.request_timeout))?
-            .map_err(|e| self.error(e))
+            .map_err(|_| no_answer(doing, self.request_timeout))
     }
 
     /// Turns a driver error from a later operation into ours.

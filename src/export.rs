@@ -22,6 +22,7 @@
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::fs::{self, File};
+use std::future::IntoFuture;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -1244,15 +1245,15 @@ pub async fn export_from_server(
 /// The one job with this `job_id`.
 pub async fn fetch(jobs: &Jobs, job_id: &str) -> Result<Document> {
     let (db, collection) = repair::namespace(jobs);
-    let mut cursor = jobs
-        .collection
-        .find(doc! { "job_id": job_id })
-        .limit(2)
-        .await
-        .map_err(|e| jobs.error(e))?;
+    let doing = "reading the job";
+    let find = jobs.collection.find(doc! { "job_id": job_id }).limit(2);
+    let mut cursor = jobs.answer(doing, find.into_future()).await?;
     let mut found = Vec::new();
-    while let Some(doc) = cursor.next().await {
-        found.push(doc.map_err(|e| jobs.error(e))?);
+    while let Some(doc) = jobs
+        .answer(doing, async { cursor.next().await.transpose() })
+        .await?
+    {
+        found.push(doc);
     }
     match found.len() {
         0 => Err(Error::new(
@@ -1300,11 +1301,12 @@ pub async fn update_summary(
     drop(job);
 
     let set: Document = set.into_iter().collect();
-    match jobs
-        .collection
-        .update_one(guard, doc! { "$set": set })
-        .await
-    {
+    let write = jobs.collection.update_one(guard, doc! { "$set": set });
+    let written = match jobs.within("writing the job", write.into_future()).await {
+        Ok(result) => result.map_err(|e| jobs.error(e)),
+        Err(e) => Err(e),
+    };
+    match written {
         Ok(r) if r.matched_count == 1 => Ok(path),
         Ok(_) => {
             let _ = fs::remove_file(&path);
@@ -1314,17 +1316,14 @@ pub async fn update_summary(
                  status moved); its summary was left as it is, export again to retry",
             ))
         }
-        Err(e) => {
-            let e = jobs.error(e);
-            Err(Error::new(
-                e.kind,
-                format!(
-                    "{}; the write may or may not have applied, the backup {} is kept",
-                    e.message,
-                    path.display()
-                ),
-            ))
-        }
+        Err(e) => Err(Error::new(
+            e.kind,
+            format!(
+                "{}; the write may or may not have applied, the backup {} is kept",
+                e.message,
+                path.display()
+            ),
+        )),
     }
 }
 

@@ -15,6 +15,8 @@
 //! are shared by several documents (a missing `job_id` counts as null, as
 //! the index would count it); those ids are reported instead.
 
+use std::future::IntoFuture;
+
 use bson::{doc, Bson, Document};
 use futures_util::StreamExt;
 use mongodb::error::ErrorKind as DriverKind;
@@ -189,9 +191,10 @@ fn same_options(a: &Document, b: &Document) -> bool {
 pub async fn list(jobs: &Jobs) -> Result<Vec<Existing>> {
     let ns = jobs.collection.namespace();
     let db = jobs.client.database(&ns.db);
-    let reply = db
-        .run_command(doc! { "listIndexes": &ns.coll, "cursor": {} })
-        .await;
+    let command = db.run_command(doc! { "listIndexes": &ns.coll, "cursor": {} });
+    let reply = jobs
+        .within("listing indexes", command.into_future())
+        .await?;
     let reply = match reply {
         Ok(r) => r,
         Err(e) if matches!(*e.kind, DriverKind::Command(ref c) if c.code == 26) => {
@@ -245,15 +248,14 @@ pub async fn duplicate_job_ids(jobs: &Jobs) -> Result<Duplicates> {
         doc! { "$sort": { "n": -1, "_id": 1 } },
     ];
     let options = AggregateOptions::builder().allow_disk_use(true).build();
-    let mut cursor = jobs
-        .collection
-        .aggregate(pipeline)
-        .with_options(options)
-        .await
-        .map_err(|e| jobs.error(e))?;
+    let doing = "looking for shared job ids";
+    let aggregate = jobs.collection.aggregate(pipeline).with_options(options);
+    let mut cursor = jobs.answer(doing, aggregate.into_future()).await?;
     let mut found = Duplicates::default();
-    while let Some(group) = cursor.next().await {
-        let group = group.map_err(|e| jobs.error(e))?;
+    while let Some(group) = jobs
+        .answer(doing, async { cursor.next().await.transpose() })
+        .await?
+    {
         found.total += 1;
         if found.ids.len() < Duplicates::SHOWN {
             let n = group
@@ -280,7 +282,11 @@ pub async fn create(jobs: &Jobs, wanted: &Wanted) -> Result<()> {
         .keys(wanted.keys())
         .options(options)
         .build();
-    match jobs.collection.create_index(model).await {
+    let build = jobs.collection.create_index(model);
+    match jobs
+        .within("creating an index", build.into_future())
+        .await?
+    {
         Ok(_) => Ok(()),
         Err(e) if matches!(*e.kind, DriverKind::Command(ref c) if c.code == 11000) => {
             let e = jobs.error(e);

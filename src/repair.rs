@@ -24,6 +24,7 @@
 //! and only if it already exists, with the numeric type it had.
 
 use std::collections::HashSet;
+use std::future::IntoFuture;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -523,16 +524,18 @@ pub fn repairable(kind: Kind) -> bool {
 /// person named them. Only `_id`, `job_id` and `status` are read.
 pub async fn named(jobs: &Jobs, job_ids: &[String]) -> Result<Vec<Candidate>> {
     let ids: Vec<Bson> = job_ids.iter().map(|s| Bson::String(s.clone())).collect();
-    let mut cursor = jobs
+    let doing = "looking up the jobs named";
+    let find = jobs
         .collection
         .find(doc! { "job_id": { "$in": ids } })
         .projection(doc! { "_id": 1, "job_id": 1, "status": 1 })
-        .sort(doc! { "created_at": -1, "_id": -1 })
-        .await
-        .map_err(|e| jobs.error(e))?;
+        .sort(doc! { "created_at": -1, "_id": -1 });
+    let mut cursor = jobs.answer(doing, find.into_future()).await?;
     let mut found = Vec::new();
-    while let Some(item) = cursor.next().await {
-        let job = item.map_err(|e| jobs.error(e))?;
+    while let Some(job) = jobs
+        .answer(doing, async { cursor.next().await.transpose() })
+        .await?
+    {
         found.push(Candidate {
             id: job.get("_id").cloned().unwrap_or(Bson::Null),
             name: job_name(&job),
@@ -625,7 +628,15 @@ impl<'a> Repairer<'a> {
         let attempts = self.options.attempts.max(1);
 
         for attempt in 1..=attempts {
-            let read = self.jobs.collection.find_one(doc! { "_id": id }).await;
+            let find = self.jobs.collection.find_one(doc! { "_id": id });
+            let read = match self.jobs.within("reading a job", find.into_future()).await {
+                Ok(read) => read,
+                Err(e) => {
+                    forget(&backup);
+                    out.verdict = Verdict::Failed(e);
+                    return out;
+                }
+            };
             let mut job = match read {
                 Ok(Some(job)) => job,
                 Ok(None) => {
@@ -699,7 +710,12 @@ impl<'a> Repairer<'a> {
             drop(job);
             out.plan = Some(plan);
 
-            match self.jobs.collection.update_one(guard, update).await {
+            let write = self.jobs.collection.update_one(guard, update);
+            let written = match self.jobs.within("writing a job", write.into_future()).await {
+                Ok(result) => result.map_err(|e| self.jobs.error(e)),
+                Err(e) => Err(e),
+            };
+            match written {
                 Ok(r) if r.matched_count == 1 => {
                     out.verdict = Verdict::Repaired {
                         backup: path,
@@ -710,7 +726,6 @@ impl<'a> Repairer<'a> {
                 Ok(_) if attempt < attempts => pause(attempt).await,
                 Ok(_) => {}
                 Err(e) => {
-                    let e = self.jobs.error(e);
                     out.verdict = Verdict::Failed(Error::new(
                         e.kind,
                         format!(

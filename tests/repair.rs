@@ -1210,3 +1210,80 @@ async fn flag_mistakes_are_explained() {
     let err = stderr(&out);
     assert!(err.contains("--job") && err.contains("--since"), "{err}");
 }
+
+/// Once connected, a server that stops answering ends repair, export and
+/// index with one line and status 2 after --request-timeout, before they
+/// write anything, instead of holding them forever.
+#[tokio::test]
+async fn every_command_gives_up_on_a_server_that_stops_answering() {
+    let Some(upstream) = plain_host_port(&uri()) else {
+        println!("skipped: the test server's URI is not a plain mongodb://host:port");
+        return;
+    };
+    let t = TestDb::new("repair_stall").await;
+    let path = "/data/in/a.jpg";
+    t.insert(&[job_doc(
+        "stalled",
+        "completed",
+        vec![result_doc(path, 0, "w1"), result_doc(path, 1, "w2")],
+        vec![],
+        vec![path],
+    )])
+    .await;
+    let before = t.get("stalled").await;
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("reports");
+    let backups = dir.path().join("backups");
+
+    let cases: [(&str, Vec<String>); 3] = [
+        (
+            "find",
+            ["repair", "--job", "stalled", "--yes", "--backup-dir"]
+                .map(String::from)
+                .into_iter()
+                .chain([backups.display().to_string()])
+                .collect(),
+        ),
+        (
+            "find",
+            ["export", "--job", "stalled", "--out"]
+                .map(String::from)
+                .into_iter()
+                .chain([out_dir.display().to_string()])
+                .collect(),
+        ),
+        ("listIndexes", vec!["index".to_owned()]),
+    ];
+    for (command, args) in cases {
+        let port = stalling_relay(upstream.clone(), command);
+        let uri = format!("mongodb://127.0.0.1:{port}/?directConnection=true");
+        let mut all = args.clone();
+        all.extend(["--uri", &uri, "--db", &t.name, "--request-timeout", "2"].map(String::from));
+        let started = Instant::now();
+        let mut child = dupcheck_command(&all)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("dupcheck starts");
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > Duration::from_secs(30) {
+                child.kill().ok();
+                panic!(
+                    "{} still running after 30 s against a server that does not answer",
+                    args[0]
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(code(&out), 2, "{}: {}", args[0], show(&out));
+        assert!(
+            stderr(&out).contains("no answer from the server for 2s"),
+            "{}: {}",
+            args[0],
+            show(&out)
+        );
+    }
+    assert_eq!(t.get("stalled").await, before, "nothing was written");
+    assert!(!out_dir.exists() || std::fs::read_dir(&out_dir).unwrap().next().is_none());
+}

@@ -2455,50 +2455,6 @@ async fn numerically_equal_message_ids_are_one_id_on_server_and_in_a_dump() {
     );
 }
 
-/// `host:port` of a plain `mongodb://host:port` URI; None for anything
-/// more (credentials, options, several hosts).
-fn plain_host_port(uri: &str) -> Option<String> {
-    let rest = uri.strip_prefix("mongodb://")?.trim_end_matches('/');
-    (!rest.contains(['@', '?', ',', '/'])).then(|| rest.to_owned())
-}
-
-/// A relay to `upstream` that passes everything until the client sends a
-/// `find` command, and from then on drops what the client sends: a server
-/// that stops answering once connected. Runs on threads of its own, since
-/// the test blocks while dupcheck runs.
-fn stalling_relay(upstream: String) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for client in listener.incoming().flatten() {
-            let Ok(server) = std::net::TcpStream::connect(&upstream) else {
-                continue;
-            };
-            let (mut c_read, mut s_write) =
-                (client.try_clone().unwrap(), server.try_clone().unwrap());
-            let (mut s_read, mut c_write) = (server, client);
-            std::thread::spawn(move || {
-                use std::io::{Read, Write};
-                let mut buf = vec![0u8; 64 * 1024];
-                let mut stalled = false;
-                while let Ok(n) = c_read.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    stalled = stalled || buf[..n].windows(6).any(|w| w == b"\x02find\x00");
-                    if !stalled && s_write.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut s_read, &mut c_write);
-            });
-        }
-    });
-    port
-}
-
 /// Once connected, a server that stops answering ends the scan with one
 /// line and status 2 after --request-timeout, instead of holding it (and
 /// a cron job) forever.
@@ -2510,7 +2466,7 @@ async fn a_server_that_stops_answering_ends_the_scan() {
     };
     let t = TestDb::new("scan_stall").await;
     t.insert(&[aged("one", "completed", 0)]).await;
-    let port = stalling_relay(upstream);
+    let port = stalling_relay(upstream, "find");
     let started = Instant::now();
     let mut child = dupcheck_command([
         "scan",

@@ -423,3 +423,50 @@ pub async fn race_with(
     }
     total
 }
+
+/// `host:port` of a plain `mongodb://host:port` URI; None for anything
+/// more (credentials, options, several hosts).
+pub fn plain_host_port(uri: &str) -> Option<String> {
+    let rest = uri.strip_prefix("mongodb://")?.trim_end_matches('/');
+    (!rest.contains(['@', '?', ',', '/'])).then(|| rest.to_owned())
+}
+
+/// A relay to `upstream` that passes everything until the client sends
+/// the command `command`, and from then on drops what the client sends: a
+/// server that stops answering once connected. Runs on threads of its
+/// own, since a test blocks while dupcheck runs.
+pub fn stalling_relay(upstream: String, command: &str) -> u16 {
+    // The command's name opens its document as a string element.
+    let marker: Vec<u8> = [&[2u8][..], command.as_bytes(), &[0u8][..]].concat();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                continue;
+            };
+            let (mut c_read, mut s_write) =
+                (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (mut s_read, mut c_write) = (server, client);
+            let marker = marker.clone();
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut stalled = false;
+                while let Ok(n) = c_read.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    stalled = stalled || buf[..n].windows(marker.len()).any(|w| w == marker);
+                    if !stalled && s_write.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut s_read, &mut c_write);
+            });
+        }
+    });
+    port
+}
