@@ -1259,23 +1259,7 @@ async fn every_command_gives_up_on_a_server_that_stops_answering() {
         let uri = format!("mongodb://127.0.0.1:{port}/?directConnection=true");
         let mut all = args.clone();
         all.extend(["--uri", &uri, "--db", &t.name, "--request-timeout", "2"].map(String::from));
-        let started = Instant::now();
-        let mut child = dupcheck_command(&all)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("dupcheck starts");
-        while child.try_wait().unwrap().is_none() {
-            if started.elapsed() > Duration::from_secs(30) {
-                child.kill().ok();
-                panic!(
-                    "{} still running after 30 s against a server that does not answer",
-                    args[0]
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let out = child.wait_with_output().unwrap();
+        let (out, _) = dupcheck_within(&all, Duration::from_secs(30));
         assert_eq!(code(&out), 2, "{}: {}", args[0], show(&out));
         assert!(
             stderr(&out).contains("no answer from the server for 2s"),

@@ -2467,30 +2467,19 @@ async fn a_server_that_stops_answering_ends_the_scan() {
     let t = TestDb::new("scan_stall").await;
     t.insert(&[aged("one", "completed", 0)]).await;
     let port = stalling_relay(upstream, "find");
-    let started = Instant::now();
-    let mut child = dupcheck_command([
-        "scan",
-        "--uri",
-        &format!("mongodb://127.0.0.1:{port}/?directConnection=true"),
-        "--db",
-        &t.name,
-        "--all",
-        "--request-timeout",
-        "2",
-    ])
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .expect("dupcheck starts");
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > Duration::from_secs(30) {
-            child.kill().ok();
-            panic!("scan still running after 30 s against a server that does not answer");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let took = started.elapsed();
-    let out = child.wait_with_output().unwrap();
+    let (out, took) = dupcheck_within(
+        [
+            "scan",
+            "--uri",
+            &format!("mongodb://127.0.0.1:{port}/?directConnection=true"),
+            "--db",
+            &t.name,
+            "--all",
+            "--request-timeout",
+            "2",
+        ],
+        Duration::from_secs(30),
+    );
     assert_eq!(code(&out), 2, "{}", show(&out));
     let err = stderr(&out);
     assert!(

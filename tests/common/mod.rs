@@ -470,3 +470,29 @@ pub fn stalling_relay(upstream: String, command: &str) -> u16 {
     });
     port
 }
+
+/// Runs dupcheck with `args` and its output captured, and fails the test
+/// if it is still running after `limit`: for tests of what must not hang,
+/// which would otherwise hang the suite instead of failing. Gives the
+/// output and how long it took.
+pub fn dupcheck_within<I, S>(args: I, limit: std::time::Duration) -> (Output, std::time::Duration)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let started = std::time::Instant::now();
+    let mut child = dupcheck_command(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("dupcheck starts");
+    while child.try_wait().expect("dupcheck runs").is_none() {
+        if started.elapsed() > limit {
+            child.kill().ok();
+            panic!("dupcheck still running after {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let took = started.elapsed();
+    (child.wait_with_output().expect("dupcheck's output"), took)
+}
