@@ -95,21 +95,19 @@ pub fn run(args: Args) -> Outcome {
         }
     };
     let failure = read.err();
-    let (absent, unselected): (Vec<String>, Vec<String>) = sink
-        .missing(&selection)
+    // A job named with --job that no document carries is an error, as in
+    // repair and export: a typo must not look like a clean scan. One that
+    // exists but is outside the other filters is only noted. Which are
+    // missing is known only if the read finished.
+    let missing = match failure {
+        None => sink.missing(&selection),
+        Some(_) => Vec::new(),
+    };
+    let (absent, unselected): (Vec<String>, Vec<String>) = missing
         .into_iter()
         .partition(|id| !sink.existing.contains(id));
     let finished = sink.finish(failure.as_ref());
 
-    // A job named with --job that no document carries is an error, as in
-    // repair and export: a typo must not look like a clean scan. One that
-    // exists but is outside the other filters is only noted.
-    // Which --job ids are missing is known only if the read finished.
-    let (absent, unselected) = if failure.is_some() {
-        (Vec::new(), Vec::new())
-    } else {
-        (absent, unselected)
-    };
     for id in &unselected {
         say!(
             "job {}: not selected (outside --since, --status or --limit)",
@@ -119,7 +117,7 @@ pub fn run(args: Args) -> Outcome {
     for id in &absent {
         say!("job {}: no such job_id", shown(id));
     }
-    if failure.is_none() && !absent.is_empty() {
+    if !absent.is_empty() {
         return Outcome::Incomplete;
     }
 
@@ -206,7 +204,7 @@ fn scan_file(
                 if !selection.matches(
                     digest.job_id.as_deref(),
                     digest.status.as_deref(),
-                    window_date(doc.get("created_at")),
+                    dupcheck::select::window_date(doc.get("created_at")),
                 ) {
                     return;
                 }
@@ -234,24 +232,6 @@ fn scan_file(
         }
     }
     Ok(())
-}
-
-/// The date a server compares with a `--since` window: a date, or the
-/// latest date of an array (`$gte` matches if any element does). A
-/// created_at written as text is shown, but in no window.
-fn window_date(created_at: Option<&bson::Bson>) -> Option<chrono::DateTime<Utc>> {
-    use bson::Bson;
-    match created_at? {
-        Bson::DateTime(d) => Some(d.to_chrono()),
-        Bson::Array(items) => items
-            .iter()
-            .filter_map(|b| match b {
-                Bson::DateTime(d) => Some(d.to_chrono()),
-                _ => None,
-            })
-            .max(),
-        _ => None,
-    }
 }
 
 fn spinner() -> ProgressBar {

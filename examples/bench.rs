@@ -369,15 +369,10 @@ fn bare_pass(
     _audit: bool,
 ) -> futures_util::future::BoxFuture<'static, Res<String>> {
     Box::pin(async move {
-        let pipeline = vec![
-            doc! { "$match": filter },
-            doc! { "$group": {
-                "_id": null,
-                "jobs": { "$sum": 1 },
-                "bytes": { "$sum": { "$bsonSize": "$$ROOT" } },
-            } },
-        ];
-        let mut cursor = coll.aggregate(pipeline).await.map_err(|e| e.to_string())?;
+        let mut cursor = coll
+            .aggregate(bare_pipeline(filter))
+            .await
+            .map_err(|e| e.to_string())?;
         let (mut jobs, mut bytes) = (0i64, 0i64);
         while let Some(d) = cursor.try_next().await.map_err(|e| e.to_string())? {
             jobs = number(d.get("jobs")).unwrap_or(0);
@@ -385,6 +380,19 @@ fn bare_pass(
         }
         Ok(format!("{jobs} {bytes}"))
     })
+}
+
+/// The bare pass's pipeline: the server reads and sizes every job that
+/// `filter` selects and sends back one small document.
+fn bare_pipeline(filter: Document) -> Vec<Document> {
+    vec![
+        doc! { "$match": filter },
+        doc! { "$group": {
+            "_id": null,
+            "jobs": { "$sum": 1 },
+            "bytes": { "$sum": { "$bsonSize": "$$ROOT" } },
+        } },
+    ]
 }
 
 /// The bare pass as scan reads the jobs: the listing scan makes, then a
@@ -411,15 +419,11 @@ fn bare_chunked(
                 ids.push(d.get("_id").cloned().unwrap_or(Bson::Null));
             }
             if ids.len() == dupcheck::server::CHUNK || (end && !ids.is_empty()) {
-                let pipeline = vec![
-                    doc! { "$match": { "_id": { "$in": std::mem::take(&mut ids) } } },
-                    doc! { "$group": {
-                        "_id": null,
-                        "jobs": { "$sum": 1 },
-                        "bytes": { "$sum": { "$bsonSize": "$$ROOT" } },
-                    } },
-                ];
-                let mut cursor = coll.aggregate(pipeline).await.map_err(|e| e.to_string())?;
+                let chunk = doc! { "_id": { "$in": std::mem::take(&mut ids) } };
+                let mut cursor = coll
+                    .aggregate(bare_pipeline(chunk))
+                    .await
+                    .map_err(|e| e.to_string())?;
                 while let Some(d) = cursor.try_next().await.map_err(|e| e.to_string())? {
                     jobs += number(d.get("jobs")).unwrap_or(0);
                     bytes += number(d.get("bytes")).unwrap_or(0);

@@ -64,6 +64,23 @@ fn strings(items: &[String]) -> Vec<Bson> {
     items.iter().map(|s| Bson::String(s.clone())).collect()
 }
 
+/// The date a server compares with a `--since` window, from a job's
+/// `created_at`: a date, or the latest date of an array (`$gte` matches if
+/// any element does). A `created_at` written as text is in no window.
+pub fn window_date(created_at: Option<&Bson>) -> Option<DateTime<Utc>> {
+    match created_at? {
+        Bson::DateTime(d) => Some(d.to_chrono()),
+        Bson::Array(items) => items
+            .iter()
+            .filter_map(|b| match b {
+                Bson::DateTime(d) => Some(d.to_chrono()),
+                _ => None,
+            })
+            .max(),
+        _ => None,
+    }
+}
+
 /// Orders two jobs as a server's `sort({created_at: -1, _id: -1})` does:
 /// the newest first, and of two created at the same moment, the greater
 /// `_id` first. A dump scan with `--limit` uses it to keep the jobs a

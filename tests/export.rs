@@ -19,7 +19,6 @@ use bson::{Bson, Document};
 use serde_json::Value;
 
 use common::*;
-use dupcheck::connect::{Jobs, Target};
 use dupcheck::dedupe::{self, Policy};
 use dupcheck::export::{self, Format, Options, Report, UpdateJob, CSV_COLUMNS};
 use dupcheck::{backup, ErrorKind};
@@ -179,18 +178,6 @@ fn repaired(job: &Document) -> Document {
     summary.insert("successful", clean.successful as i32);
     summary.insert("failed", clean.failed as i32);
     job
-}
-
-async fn jobs_of(t: &TestDb) -> Jobs {
-    Jobs::connect(&Target {
-        uri: uri(),
-        db: t.name.clone(),
-        collection: "bulk_jobs".into(),
-        timeout: std::time::Duration::from_secs(20),
-        request_timeout: std::time::Duration::from_secs(300),
-    })
-    .await
-    .expect("connect")
 }
 
 // -------------------------------------------------------------------- tests
@@ -699,7 +686,7 @@ async fn update_job_leaves_a_running_job_alone() {
 async fn update_job_misses_when_a_worker_saves_in_between() {
     let t = TestDb::new("export_update_race").await;
     t.insert(&[sample_job(INCIDENT)]).await;
-    let jobs = jobs_of(&t).await;
+    let jobs = t.connect().await;
     let out = tempfile::tempdir().unwrap();
     let backups = tempfile::tempdir().unwrap();
     let options = Options {

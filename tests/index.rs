@@ -22,7 +22,6 @@ use mongodb::options::IndexOptions;
 use mongodb::IndexModel;
 
 use common::*;
-use dupcheck::connect::{Jobs, Target};
 use dupcheck::indexes::{self, WANTED};
 use dupcheck::ErrorKind;
 
@@ -142,15 +141,7 @@ async fn duplicate_job_ids_block_only_the_unique_index() {
 
     // A build that meets a duplicate anyway (one written after the check)
     // is reported as such.
-    let jobs = Jobs::connect(&Target {
-        uri: uri(),
-        db: t.name.clone(),
-        collection: "bulk_jobs".into(),
-        timeout: std::time::Duration::from_secs(20),
-        request_timeout: std::time::Duration::from_secs(300),
-    })
-    .await
-    .expect("connect");
+    let jobs = t.connect().await;
     let e = indexes::create(&jobs, &WANTED[1]).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Conflict, "{}", e.message);
     assert!(

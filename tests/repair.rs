@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use bson::spec::BinarySubtype;
 use bson::{doc, Binary, Bson, Decimal128, Document, Regex, Timestamp};
 use common::*;
-use dupcheck::connect::{Jobs, Target};
 use dupcheck::dedupe::{Keep, Policy};
 use dupcheck::repair::{self, Options, Repairer, Verdict};
 use serde_json::Value;
@@ -123,18 +122,6 @@ fn backups(dir: &Path) -> Vec<PathBuf> {
         .collect();
     found.sort();
     found
-}
-
-async fn connect(t: &TestDb) -> Jobs {
-    Jobs::connect(&Target {
-        uri: uri(),
-        db: t.name.clone(),
-        collection: "bulk_jobs".into(),
-        timeout: Duration::from_secs(20),
-        request_timeout: Duration::from_secs(300),
-    })
-    .await
-    .expect("connect")
 }
 
 fn with_text(mut d: Document, text: &str, status: &str, confidence: f64) -> Document {
@@ -698,7 +685,7 @@ fn job_with_duplicates(job_id: &str, files: usize, status: &str, text_len: usize
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writers_appending_during_repairs_lose_nothing() {
     let t = TestDb::new("repair_concurrent").await;
-    let jobs = connect(&t).await;
+    let jobs = t.connect().await;
     let dir = tempfile::tempdir().unwrap();
     let trials: usize = std::env::var("DUPCHECK_REPAIR_TRIALS")
         .ok()

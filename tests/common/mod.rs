@@ -80,6 +80,19 @@ impl TestDb {
             .expect("insert jobs");
     }
 
+    /// This database's jobs, connected as dupcheck's commands connect.
+    pub async fn connect(&self) -> dupcheck::connect::Jobs {
+        dupcheck::connect::Jobs::connect(&dupcheck::connect::Target {
+            uri: uri(),
+            db: self.name.clone(),
+            collection: "bulk_jobs".into(),
+            timeout: std::time::Duration::from_secs(20),
+            request_timeout: std::time::Duration::from_secs(300),
+        })
+        .await
+        .expect("connect")
+    }
+
     pub async fn get(&self, job_id: &str) -> Document {
         self.jobs
             .find_one(doc! { "job_id": job_id })
